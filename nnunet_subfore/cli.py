@@ -1,0 +1,226 @@
+"""The ``nnunet-subfore`` command: what nnU-Net itself does not do.
+
+A thin layer over the library. Each handler imports what it needs when it runs, so that
+``nnunet-subfore trainer-path`` (used in ``export nnUNet_extTrainer=$(...)``) stays instant.
+
+Exit status: 0 success; 1 finished but something was skipped or failed (reported by name);
+2 refused (bad arguments, existing output without ``--force``, nothing to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from nnunet_subfore.errors import UserError
+
+
+def trainer_path() -> Path:
+    """The folder that ``nnUNet_extTrainer`` must point at (regular and editable installs)."""
+    import nnunet_subfore.trainers as trainers
+
+    return Path(trainers.__file__).resolve().parent
+
+
+def _cmd_trainer_path(args) -> int:
+    print(trainer_path())
+    return 0
+
+
+def _cmd_register_unlabeled(args) -> int:
+    from nnunet_subfore.data.register import register_unlabeled
+
+    report = register_unlabeled(
+        sources=[Path(s) for s in args.sources],
+        dataset_id=args.dataset_id,
+        name=args.name,
+        raw_root=Path(args.raw_root) if args.raw_root else None,
+        force=args.force,
+        body_threshold=args.body_threshold,
+    )
+    return report.exit_code()
+
+
+def _cmd_convert(args) -> int:
+    from nnunet_subfore.data.convert import convert_dataset
+
+    report = convert_dataset(
+        name=args.dataset,
+        source=Path(args.source),
+        dataset_id=args.dataset_id,
+        raw_root=Path(args.raw_root) if args.raw_root else None,
+        force=args.force,
+        paper_split=args.paper_split,
+    )
+    return report.exit_code()
+
+
+def _cmd_plans(args) -> int:
+    from nnunet_subfore.plans import write_subfore_plans
+
+    out = write_subfore_plans(
+        args.dataset,
+        patch_size=tuple(args.patch) if args.patch else (96, 96, 96),
+        batch_size=args.batch_size,
+        hu_window=tuple(args.hu_window) if args.hu_window else None,
+        source_plans=args.source_plans,
+        target_plans=args.plans_name,
+        configuration=args.configuration,
+        force=args.force,
+    )
+    print(f"Wrote {out}")
+    return 0
+
+
+def _cmd_adapt_checkpoint(args) -> int:
+    from nnunet_subfore.checkpoints import adapt_checkpoint
+
+    report = adapt_checkpoint(
+        source=Path(args.source),
+        plans_file=Path(args.plans),
+        configuration=args.configuration,
+        trainer_name=args.trainer,
+        num_input_channels=args.num_input_channels,
+        output=Path(args.output),
+        force=args.force,
+    )
+    print(report.describe())
+    return 0
+
+
+def _cmd_summarize(args) -> int:
+    from nnunet_subfore.reporting.summarize import summarize
+
+    result = summarize(
+        dataset=args.dataset,
+        trainers=args.trainers,
+        plans=args.plans,
+        configuration=args.configuration,
+        folds=tuple(args.folds),
+        output_dir=Path(args.output) if args.output else None,
+    )
+    print(result.markdown)
+    for path in result.files:
+        print(f"wrote {path}")
+    return 1 if result.missing else 0
+
+
+def _cmd_show_masking(args) -> int:
+    from nnunet_subfore.reporting.masking_figure import draw_masking
+
+    out = draw_masking(
+        image=Path(args.image),
+        output=Path(args.output),
+        patch_size=args.patch,
+        subvolume_size=args.subvolume_size,
+        window=tuple(args.window),
+        threshold=args.threshold,
+        ratio=args.ratio,
+        seed=args.seed,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from nnunet_subfore.demo import run_demo
+
+    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-subfore",
+        description="HU-based foreground MIM pretraining and UNETR/SwinUNETR fine-tuning for nnU-Net v2.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("trainer-path", help="print the folder to export as nnUNet_extTrainer")
+    p.set_defaults(func=_cmd_trainer_path)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic CT (CPU, a few minutes)")
+    p.add_argument("--workdir", default="subfore_demo", help="folder for nnUNet_raw/preprocessed/results (default: ./subfore_demo)")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty work folder, replacing earlier demo output")
+    p.add_argument("--quick", action="store_true", help="2 folds' worth of the chain only: for tests")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "register-unlabeled",
+        help="register unlabeled CT (NIfTI, MHA/MHD, NRRD, DICOM folders) as an nnU-Net raw dataset with body labels",
+    )
+    p.add_argument("sources", nargs="+", help="files or folders (searched recursively)")
+    p.add_argument("-d", dest="dataset_id", type=int, required=True, help="dataset ID, e.g. 601")
+    p.add_argument("-n", dest="name", required=True, help="dataset name, e.g. CTPretrain")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--body-threshold", type=float, default=-500.0, help="HU above which a voxel may be body (default -500)")
+    p.add_argument("--force", action="store_true", help="write into an existing dataset folder")
+    p.set_defaults(func=_cmd_register_unlabeled)
+
+    p = sub.add_parser("convert", help="convert a public dataset (btcv, flare22, mmwhs, amos22, brats, luna16, covid19)")
+    p.add_argument("dataset", choices=["btcv", "flare22", "mmwhs", "amos22", "brats", "luna16", "covid19"])
+    p.add_argument("source", help="the folder as the download unpacks it")
+    p.add_argument("-d", dest="dataset_id", type=int, required=True)
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output dataset")
+    p.add_argument("--paper-split", action="store_true", help="also write the paper's train/validation split")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("plans", help="write the SubForePlans preset derived from a dataset's nnUNetPlans")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset ID or name")
+    p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default 96 96 96)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: keep the source plans')")
+    p.add_argument("--hu-window", nargs=2, type=float, metavar=("LO", "HI"), help="fixed HU window as CT normalization")
+    p.add_argument("--source-plans", default="nnUNetPlans")
+    p.add_argument("--plans-name", default="SubForePlans")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("--force", action="store_true", help="overwrite an existing preset")
+    p.set_defaults(func=_cmd_plans)
+
+    p = sub.add_parser("adapt-checkpoint", help="make a pretraining checkpoint loadable by -pretrained_weights")
+    p.add_argument("source", help="checkpoint_final.pth of a SubFore pretraining run")
+    p.add_argument("--plans", required=True, help="plans JSON of the fine-tuning dataset")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("-tr", dest="trainer", required=True, help="fine-tuning trainer class name")
+    p.add_argument("--num-input-channels", type=int, required=True)
+    p.add_argument("-o", dest="output", required=True)
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT")
+    p.set_defaults(func=_cmd_adapt_checkpoint)
+
+    p = sub.add_parser("summarize", help="per-class Dice table (mean/std over folds) and bar chart across trainers")
+    p.add_argument("-d", dest="dataset", required=True)
+    p.add_argument("-tr", dest="trainers", nargs="+", required=True)
+    p.add_argument("-p", dest="plans", default="nnUNetPlans")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("-f", dest="folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_summary)")
+    p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
+    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU")
+    p.add_argument("-o", dest="output", required=True, help="output PNG")
+    p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="crop this patch around the centre")
+    p.add_argument("--subvolume-size", type=int, default=16)
+    p.add_argument("--window", nargs=2, type=float, default=[-175.0, 250.0])
+    p.add_argument("--threshold", type=float, default=0.1)
+    p.add_argument("--ratio", type=float, default=0.6)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_show_masking)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"nnunet-subfore {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

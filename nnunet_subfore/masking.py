@@ -1,0 +1,226 @@
+"""HU-based foreground masking for masked image modeling (MIM) on CT.
+
+The method of "HU-based Foreground Masking for 3D Medical Masked Image Modeling" (see
+``docs/masking.md``): a patch is partitioned into non-overlapping ``s x s x s`` subvolumes; a
+subvolume is *foreground* when the mean of its windowed intensity
+``u = clip((HU - a_min) / (a_max - a_min), 0, 1)`` is at least ``threshold``; a fraction of the
+foreground subvolumes is masked (filled with noise or zeros) and the network reconstructs them.
+
+Everything here is pure torch, vectorized over the batch, runs on the batch's device and knows
+nothing of nnU-Net. Random draws take an optional :class:`torch.Generator` for reproducibility.
+
+The criterion is linear in the intensities up to the clipping, so it can be evaluated directly on
+intensities in another linear scale (nnU-Net's z-scored CT) by passing the window mapped into that
+scale (:mod:`nnunet_subfore.intensity` does that from the plans).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_WINDOW: Tuple[float, float] = (-175.0, 250.0)
+DEFAULT_THRESHOLD = 0.1
+DEFAULT_SUBVOLUME_SIZE = 16
+DEFAULT_RATIO = 0.6
+
+SELECTIONS = ("bernoulli", "exact", "random")
+FILLS = ("noise", "zero")
+
+
+def _check_volume(x: torch.Tensor, subvolume_size: int, name: str = "input") -> None:
+    if x.ndim != 5:
+        raise ValueError(f"{name} must have shape (B, C, D, H, W), got shape {tuple(x.shape)}.")
+    if subvolume_size < 1:
+        raise ValueError(f"subvolume_size must be a positive integer, got {subvolume_size}.")
+    bad = [int(side) for side in x.shape[2:] if side % subvolume_size]
+    if bad:
+        raise ValueError(
+            f"The spatial shape {tuple(x.shape[2:])} of {name} is not divisible by the subvolume size "
+            f"{subvolume_size} (offending sides: {bad}). Use a patch size whose sides are multiples of "
+            f"{subvolume_size}."
+        )
+
+
+def _check_window(window: Sequence[float]) -> Tuple[float, float]:
+    lo, hi = float(window[0]), float(window[1])
+    if not hi > lo:
+        raise ValueError(f"window must be (low, high) with high > low, got {tuple(window)}.")
+    return lo, hi
+
+
+def threshold_in_input_units(window: Sequence[float] = DEFAULT_WINDOW, threshold: float = DEFAULT_THRESHOLD) -> float:
+    """The intensity (in the window's units) of a uniform subvolume that sits exactly on the threshold.
+
+    With the paper's window (-175, 250) HU and threshold 0.1 this is -132.5 HU.
+    """
+    lo, hi = _check_window(window)
+    return lo + threshold * (hi - lo)
+
+
+def windowed_intensity(x: torch.Tensor, window: Sequence[float] = DEFAULT_WINDOW) -> torch.Tensor:
+    """``clip((x - low) / (high - low), 0, 1)``: the paper's normalized intensity in [0, 1]."""
+    lo, hi = _check_window(window)
+    return ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+
+def foreground_subvolumes(
+    hu: torch.Tensor,
+    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
+    window: Sequence[float] = DEFAULT_WINDOW,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> torch.Tensor:
+    """Which subvolumes are foreground.
+
+    Args:
+        hu: float tensor (B, C, D, H, W) of intensities in the units of ``window`` (Hounsfield
+            units for the default window). Only channel 0 is used for the criterion.
+        subvolume_size: side length ``s`` of the cubic subvolumes; D, H and W must be multiples.
+        window: (low, high) intensity window; the paper's authors use (-175, 250) HU.
+        threshold: lambda; a subvolume is foreground when the mean of the *windowed* (clipped)
+            intensities is ``>= threshold``. (The mean of clipped values, not the window of the mean.)
+
+    Returns:
+        bool tensor (B, D/s, H/s, W/s), True for foreground subvolumes.
+    """
+    _check_volume(hu, subvolume_size, "hu")
+    u = windowed_intensity(hu[:, :1].float(), window)
+    means = F.avg_pool3d(u, kernel_size=subvolume_size, stride=subvolume_size)
+    return means[:, 0] >= threshold
+
+
+def sample_subvolume_mask(
+    candidates: torch.Tensor,
+    ratio: float = DEFAULT_RATIO,
+    selection: str = "bernoulli",
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Choose the subvolumes to mask.
+
+    Args:
+        candidates: bool tensor (B, nd, nh, nw): the foreground subvolumes.
+        ratio: masking ratio r in [0, 1].
+        selection: ``"bernoulli"`` masks each foreground subvolume independently with probability
+            ``ratio`` (the authors' code); ``"exact"`` masks exactly ``round(ratio * n_foreground)``
+            foreground subvolumes per sample, uniformly; ``"random"`` ignores ``candidates`` and masks
+            each subvolume with probability ``ratio`` (the random-masking baseline of the ablation).
+        generator: optional torch.Generator on the device of ``candidates``.
+
+    Returns:
+        bool tensor shaped like ``candidates``. Outside ``"random"`` it is never True where
+        ``candidates`` is False.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+    if not 0.0 <= float(ratio) <= 1.0:
+        raise ValueError(f"ratio must lie in [0, 1], got {ratio}.")
+    if candidates.dtype != torch.bool:
+        raise ValueError(f"candidates must be a bool tensor, got dtype {candidates.dtype}.")
+    scores = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    if selection == "random":
+        return scores < ratio
+    if selection == "bernoulli":
+        return (scores < ratio) & candidates
+    # exact: rank the candidates by their random score; non-candidates sort last.
+    flat_scores = torch.where(candidates, scores, torch.full_like(scores, 2.0)).flatten(1)
+    n_mask = torch.round(candidates.flatten(1).sum(1).double() * ratio).long()
+    ranks = flat_scores.argsort(dim=1).argsort(dim=1)
+    return (ranks < n_mask[:, None]).view_as(candidates) & candidates
+
+
+def expand_subvolume_mask(subvolume_mask: torch.Tensor, subvolume_size: int) -> torch.Tensor:
+    """(B, nd, nh, nw) subvolume mask -> (B, 1, D, H, W) bool voxel mask (one byte per voxel)."""
+    b, nd, nh, nw = subvolume_mask.shape
+    s = subvolume_size
+    return (
+        subvolume_mask[:, None, :, None, :, None, :, None]
+        .expand(b, 1, nd, s, nh, s, nw, s)
+        .reshape(b, 1, nd * s, nh * s, nw * s)
+    )
+
+
+def fill_masked(
+    x: torch.Tensor,
+    voxel_mask: torch.Tensor,
+    fill: str = "noise",
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Replace the masked voxels of ``x`` (all channels) with N(0, 1) noise or zeros; returns a new tensor."""
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
+    if fill == "zero":
+        return x.masked_fill(voxel_mask, 0.0)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return torch.where(voxel_mask, noise, x)
+
+
+@dataclass
+class MaskedBatch:
+    """The result of masking one batch.
+
+    Attributes:
+        masked: the network input, ``x`` with the masked subvolumes filled.
+        voxel_mask: bool (B, 1, D, H, W), True on masked voxels (broadcasts over channels).
+        subvolume_mask: bool (B, nd, nh, nw), True on masked subvolumes.
+        foreground: bool (B, nd, nh, nw), True on foreground subvolumes.
+    """
+
+    masked: torch.Tensor
+    voxel_mask: torch.Tensor
+    subvolume_mask: torch.Tensor
+    foreground: torch.Tensor
+
+
+class ForegroundMasker:
+    """Masks batches by the HU foreground criterion.
+
+    Args:
+        subvolume_size: side length of the cubic subvolumes (paper: 16).
+        window: (low, high) intensity window *in the units of the batches it will see*. For raw HU
+            the paper's (-175, 250); for nnU-Net-normalized CT use
+            :meth:`nnunet_subfore.intensity.CTIntensityMapping.window_to_normalized`.
+        threshold: lambda (paper: 0.1).
+        ratio: masking ratio (paper: 0.6).
+        selection: ``"bernoulli"``, ``"exact"`` or ``"random"`` (see :func:`sample_subvolume_mask`).
+        fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``.
+    """
+
+    def __init__(
+        self,
+        subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
+        window: Sequence[float] = DEFAULT_WINDOW,
+        threshold: float = DEFAULT_THRESHOLD,
+        ratio: float = DEFAULT_RATIO,
+        selection: str = "bernoulli",
+        fill: str = "noise",
+    ) -> None:
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
+        if not 0.0 <= float(ratio) <= 1.0:
+            raise ValueError(f"ratio must lie in [0, 1], got {ratio}.")
+        if subvolume_size < 1:
+            raise ValueError(f"subvolume_size must be a positive integer, got {subvolume_size}.")
+        self.subvolume_size = int(subvolume_size)
+        self.window = _check_window(window)
+        self.threshold = float(threshold)
+        self.ratio = float(ratio)
+        self.selection = selection
+        self.fill = fill
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(subvolume_size={self.subvolume_size}, window={self.window}, "
+            f"threshold={self.threshold}, ratio={self.ratio}, selection={self.selection!r}, fill={self.fill!r})"
+        )
+
+    def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> MaskedBatch:
+        """Mask a batch (B, C, D, H, W); the criterion reads channel 0, the mask applies to all channels."""
+        fg = foreground_subvolumes(x, self.subvolume_size, self.window, self.threshold)
+        sub = sample_subvolume_mask(fg, self.ratio, self.selection, generator)
+        voxel = expand_subvolume_mask(sub, self.subvolume_size)
+        return MaskedBatch(fill_masked(x, voxel, self.fill, generator), voxel, sub, fg)
