@@ -1,0 +1,252 @@
+"""Checkpoint transfer between pretraining and fine-tuning networks.
+
+nnU-Net's ``-pretrained_weights`` loader demands every key of the new network except those
+containing ``.seg_layers.`` to exist in the checkpoint with the same shape. This module checks that
+*before* the loader runs (so users get a message with the fix instead of an assertion from inside
+nnU-Net), and adapts checkpoints for what the loader cannot take: more input channels and another
+UNETR patch size. Nothing here loads partially or silently: every key is accounted for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.networks import POSITION_EMBEDDING_KEY, STEM_KEYS, backbone_of_state_dict
+
+HEAD_MARKER = ".seg_layers."
+
+
+@dataclass
+class TransferReport:
+    """What a transfer from a checkpoint into a network does, key by key."""
+
+    loaded: List[str] = field(default_factory=list)
+    skipped_head: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    unused: List[str] = field(default_factory=list)
+    adapted: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.mismatched
+
+    def describe(self) -> str:
+        lines = [
+            f"carried over: {len(self.loaded)} tensors"
+            + (f" ({len(self.adapted)} adapted: {', '.join(self.adapted)})" if self.adapted else ""),
+            f"not carried over (output head, retrained): {len(self.skipped_head)} tensors"
+            + (f" ({', '.join(self.skipped_head)})" if self.skipped_head else ""),
+        ]
+        if self.unused:
+            lines.append(f"in the checkpoint but not in the network: {len(self.unused)} tensors")
+        if self.missing:
+            lines.append(f"MISSING from the checkpoint: {len(self.missing)} tensors, e.g. {self.missing[:3]}")
+        if self.mismatched:
+            shown = "; ".join(f"{k}: checkpoint {tuple(a)} vs network {tuple(b)}" for k, a, b in self.mismatched[:3])
+            lines.append(f"SHAPE MISMATCH: {len(self.mismatched)} tensors, e.g. {shown}")
+        return "\n".join(lines)
+
+
+def compare_state_dicts(network_state: Dict[str, torch.Tensor], checkpoint_state: Dict[str, torch.Tensor]) -> TransferReport:
+    """Account for every key the way nnU-Net's ``load_pretrained_weights`` treats it."""
+    report = TransferReport()
+    for key, value in network_state.items():
+        if HEAD_MARKER in key:
+            report.skipped_head.append(key)
+        elif key not in checkpoint_state:
+            report.missing.append(key)
+        elif tuple(checkpoint_state[key].shape) != tuple(value.shape):
+            report.mismatched.append((key, tuple(checkpoint_state[key].shape), tuple(value.shape)))
+        else:
+            report.loaded.append(key)
+    report.unused = [k for k in checkpoint_state if k not in network_state and HEAD_MARKER not in k]
+    return report
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load an nnU-Net checkpoint on the CPU; a clear error for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Checkpoint {path} does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise UserError(f"Cannot read checkpoint {path}: {e}. Is it an nnU-Net checkpoint (.pth)?") from e
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise UserError(
+            f"{path} is not an nnU-Net checkpoint (no 'network_weights'). Pass the checkpoint_final.pth of a "
+            f"SubFore pretraining run."
+        )
+    return checkpoint
+
+
+def transfer_error_message(
+    report: TransferReport,
+    checkpoint_path: Path,
+    network_backbone: str,
+    checkpoint_backbone: Optional[str],
+    trainer_name: str,
+) -> str:
+    """The message for a checkpoint the network cannot take, with the fix."""
+    where = f"Pretrained weights {checkpoint_path} do not fit {trainer_name} ({network_backbone})."
+    if checkpoint_backbone is None:
+        return (
+            f"{where} The checkpoint holds no SubFore UNETR/SwinUNETR network (its keys do not start with "
+            f"'backbone.'); it was not written by a SubFore pretraining trainer.\n{report.describe()}"
+        )
+    if checkpoint_backbone != network_backbone:
+        hint = "SubForePretrainTrainer" if network_backbone == "swinunetr" else "SubForePretrainTrainer_UNETR"
+        other = "SubForeUNETRTrainer" if checkpoint_backbone == "unetr" else "SubForeSwinUNETRTrainer"
+        return (
+            f"{where} The checkpoint is a {checkpoint_backbone} network. Fine-tune it with {other}, or pretrain "
+            f"{network_backbone} with {hint}."
+        )
+    return (
+        f"{where} Same backbone, different shapes:\n{report.describe()}\n"
+        f"If the difference is the number of input channels or the UNETR patch size, write an adapted "
+        f"checkpoint with `nnunet-subfore adapt-checkpoint {checkpoint_path} --plans PLANS.json -c CONFIGURATION "
+        f"-tr {trainer_name} --num-input-channels N -o adapted.pth` and pass that to -pretrained_weights. "
+        f"Another feature size or depth cannot be adapted: pretrain with the same architecture."
+    )
+
+
+def spread_input_channels(weight: torch.Tensor, num_input_channels: int) -> torch.Tensor:
+    """Stem weight (out, c_src, ...) -> (out, c_dst, ...): the summed kernel spread evenly over the new channels.
+
+    An input whose channels are all equal then gives the same response as the original network.
+    """
+    summed = weight.sum(dim=1, keepdim=True)
+    return (summed / num_input_channels).repeat(1, num_input_channels, *([1] * (weight.ndim - 2))).contiguous()
+
+
+def interpolate_position_embeddings(
+    embeddings: torch.Tensor, source_grid: Sequence[int], target_grid: Sequence[int]
+) -> torch.Tensor:
+    """UNETR position embeddings (1, n_src, hidden) on a token grid -> (1, n_dst, hidden), trilinear."""
+    source_grid, target_grid = tuple(source_grid), tuple(target_grid)
+    if embeddings.shape[1] != math.prod(source_grid):
+        raise ValueError(f"{embeddings.shape[1]} position embeddings do not form a {source_grid} token grid.")
+    hidden = embeddings.shape[2]
+    grid = embeddings.reshape(1, *source_grid, hidden).permute(0, 4, 1, 2, 3)
+    resized = F.interpolate(grid.float(), size=target_grid, mode="trilinear", align_corners=False)
+    return resized.permute(0, 2, 3, 4, 1).reshape(1, math.prod(target_grid), hidden).to(embeddings.dtype)
+
+
+@dataclass
+class AdaptationReport:
+    """What :func:`adapt_checkpoint` wrote."""
+
+    output: Path
+    transfer: TransferReport
+
+    def describe(self) -> str:
+        return f"{self.transfer.describe()}\nwrote {self.output} (pass it to nnUNetv2_train -pretrained_weights)"
+
+
+def adapt_state_dict(
+    checkpoint_state: Dict[str, torch.Tensor],
+    network_state: Dict[str, torch.Tensor],
+    backbone: str,
+    token_grid: Optional[Sequence[int]] = None,
+) -> Tuple[Dict[str, torch.Tensor], TransferReport]:
+    """Adapt input channels (stem) and UNETR position embeddings of ``checkpoint_state`` to ``network_state``.
+
+    ``token_grid`` is the target UNETR's token grid (patch size // 16); the checkpoint's grid is
+    taken to be cubic (the pretraining patch is cubic in the paper's setting).
+
+    Returns the adapted state dict (head keys dropped) and the transfer report after adaptation.
+    Raises UserError when something other than these differs.
+    """
+    adapted = {k: v for k, v in checkpoint_state.items() if HEAD_MARKER not in k}
+    names: List[str] = []
+    for key in STEM_KEYS[backbone]:
+        if key in adapted and key in network_state and adapted[key].shape != network_state[key].shape:
+            src, dst = adapted[key], network_state[key]
+            if src.shape[:1] == dst.shape[:1] and src.shape[2:] == dst.shape[2:]:
+                adapted[key] = spread_input_channels(src, dst.shape[1])
+                names.append(key)
+    if backbone == "unetr" and POSITION_EMBEDDING_KEY in adapted and POSITION_EMBEDDING_KEY in network_state:
+        src, dst = adapted[POSITION_EMBEDDING_KEY], network_state[POSITION_EMBEDDING_KEY]
+        if src.shape != dst.shape and src.shape[2] == dst.shape[2]:
+            adapted[POSITION_EMBEDDING_KEY] = interpolate_position_embeddings(
+                src, _cube_grid(src.shape[1], "checkpoint"),
+                tuple(token_grid) if token_grid is not None else _cube_grid(dst.shape[1], "target"),
+            )
+            names.append(POSITION_EMBEDDING_KEY)
+    report = compare_state_dicts(network_state, adapted)
+    report.adapted = names
+    return adapted, report
+
+
+def _cube_grid(n_tokens: int, what: str) -> Tuple[int, int, int]:
+    side = round(n_tokens ** (1 / 3))
+    if side ** 3 != n_tokens:
+        raise UserError(
+            f"The {what} UNETR has {n_tokens} position embeddings, not a cubic token grid; cannot interpolate them."
+        )
+    return (side, side, side)
+
+
+def adapt_checkpoint(
+    source: Path,
+    plans_file: Path,
+    configuration: str,
+    trainer_name: str,
+    num_input_channels: int,
+    output: Path,
+    force: bool = False,
+) -> AdaptationReport:
+    """Write a checkpoint that nnU-Net's ``-pretrained_weights`` loader accepts for ``trainer_name``.
+
+    Args:
+        source: ``checkpoint_final.pth`` of a SubFore pretraining run.
+        plans_file: the fine-tuning dataset's plans (e.g. ``$nnUNet_preprocessed/Dataset602_X/nnUNetPlans.json``).
+        configuration: the configuration to fine-tune (``3d_fullres``).
+        trainer_name: fine-tuning trainer class (found like nnU-Net finds it, incl. ``nnUNet_extTrainer``).
+        num_input_channels: input channels of the fine-tuning data (BraTS: 4).
+        output: where to write the adapted checkpoint.
+        force: overwrite ``output`` if it exists.
+    """
+    from nnunet_subfore.trainer_lookup import build_trainer_network
+
+    output = Path(output)
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to overwrite it.")
+    if num_input_channels < 1:
+        raise UserError(f"--num-input-channels must be >= 1, got {num_input_channels}.")
+    checkpoint = load_checkpoint(Path(source))
+    network, backbone, token_grid = build_trainer_network(trainer_name, Path(plans_file), configuration, num_input_channels)
+    network_state = dict(network.state_dict())
+    checkpoint_backbone = backbone_of_state_dict(checkpoint["network_weights"])
+    if checkpoint_backbone != backbone:
+        raise UserError(
+            transfer_error_message(
+                compare_state_dicts(network_state, checkpoint["network_weights"]), Path(source), backbone,
+                checkpoint_backbone, trainer_name,
+            )
+        )
+    adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, backbone, token_grid)
+    if not report.ok:
+        raise UserError(
+            f"{source} cannot be adapted to {trainer_name} with {num_input_channels} input channel(s):\n"
+            f"{report.describe()}\nOnly input channels and UNETR patch size can be adapted; another feature "
+            f"size or depth needs a pretraining run with the same architecture."
+        )
+    out = {
+        "network_weights": adapted,
+        "trainer_name": checkpoint.get("trainer_name"),
+        "adapted_from": str(Path(source).resolve()),
+        "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels,
+                        "configuration": configuration},
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, output)
+    return AdaptationReport(output=output, transfer=report)

@@ -1,0 +1,220 @@
+"""MONAI UNETR / SwinUNETR built from nnU-Net plans, with nnU-Net's head naming.
+
+The networks are MONAI's reference implementations, unchanged. :class:`SubForeNetwork` only moves
+MONAI's output block (``out``) to ``decoder.seg_layers.0`` so that nnU-Net's stock
+``-pretrained_weights`` loader, which skips every key containing ``.seg_layers.``, transfers
+everything but the head between a pretraining network (output = reconstructed image) and a
+fine-tuning network (output = class logits) of the same backbone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+BACKBONES = ("swinunetr", "unetr")
+
+#: The paper's architectures (DESIGN 4.4/4.5): SwinUNETR feature 48 with use_v2 (the authors' code),
+#: UNETR ViT-B/16 with feature size 16.
+PAPER_ARCHITECTURES: Dict[str, dict] = {
+    "swinunetr": dict(
+        feature_size=48,
+        depths=(2, 2, 2, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=7,
+        patch_size=2,
+        use_v2=True,
+        norm_name="instance",
+    ),
+    "unetr": dict(
+        feature_size=16,
+        hidden_size=768,
+        mlp_dim=3072,
+        num_heads=12,
+        proj_type="conv",
+        norm_name="instance",
+        res_block=True,
+    ),
+}
+
+#: Tiny versions for tests, the demo and CPU benchmarks (32^3 patches; batch norm because a
+#: SwinUNETR bottleneck at 32^3 is a single voxel, which instance norm cannot normalize).
+TINY_ARCHITECTURES: Dict[str, dict] = {
+    "swinunetr": dict(
+        feature_size=12,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 2, 4),
+        window_size=4,
+        patch_size=2,
+        use_v2=True,
+        norm_name="batch",
+    ),
+    "unetr": dict(
+        feature_size=8,
+        hidden_size=48,
+        mlp_dim=96,
+        num_heads=4,
+        proj_type="conv",
+        norm_name="batch",
+        res_block=True,
+    ),
+}
+
+#: Every side of the input must be divisible by this (SwinUNETR: 2**5 from patch size 2 and four
+#: merges; UNETR: its ViT patch size 16).
+PATCH_DIVISORS: Dict[str, int] = {"swinunetr": 32, "unetr": 16}
+
+
+def _check_backbone(backbone: str) -> str:
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}.")
+    return backbone
+
+
+class SubForeNetwork(nn.Module):
+    """A MONAI segmentation network whose output block is registered as ``decoder.seg_layers.0``.
+
+    Args:
+        backbone: a MONAI ``UNETR`` or ``SwinUNETR`` (its ``out`` block becomes the head).
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        if not isinstance(getattr(backbone, "out", None), nn.Module):
+            raise ValueError(f"{type(backbone).__name__} has no output block 'out' to use as the head.")
+        head = backbone.out
+        backbone.out = nn.Identity()
+        self.backbone = backbone
+        self.decoder = nn.Module()
+        self.decoder.seg_layers = nn.ModuleList([head])
+        # nnU-Net's set_deep_supervision_enabled sets this attribute; these networks have no deep supervision.
+        self.decoder.deep_supervision = False
+
+    @property
+    def head(self) -> nn.Module:
+        return self.decoder.seg_layers[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def check_patch_size(
+    backbone: str, patch_size: Sequence[int], architecture: Optional[dict] = None
+) -> Tuple[int, int, int]:
+    """Validate a 3D patch size for ``backbone``; returns it as a tuple of ints.
+
+    Args:
+        backbone: ``"swinunetr"`` or ``"unetr"``.
+        patch_size: (D, H, W).
+        architecture: the constructor arguments (default: the paper's); SwinUNETR with instance
+            normalization cannot take a 32x32x32 patch (its bottleneck would be a single voxel).
+    """
+    _check_backbone(backbone)
+    patch = tuple(int(p) for p in patch_size)
+    if len(patch) != 3:
+        raise ValueError(f"{backbone} needs a 3D patch size, got {patch} (use a 3d configuration such as 3d_fullres).")
+    divisor = PATCH_DIVISORS[backbone]
+    if any(p <= 0 or p % divisor for p in patch):
+        raise ValueError(
+            f"Patch size {patch} is invalid for {backbone}: every side must be a positive multiple of {divisor}."
+        )
+    arch = PAPER_ARCHITECTURES[backbone] if architecture is None else architecture
+    if backbone == "swinunetr" and patch == (32, 32, 32) and "instance" in str(arch.get("norm_name", "instance")):
+        raise ValueError(
+            "Patch size (32, 32, 32) is invalid for SwinUNETR with instance normalization: its bottleneck is a "
+            "single voxel, which instance normalization cannot normalize. Use at least one side of 64."
+        )
+    return patch
+
+
+def valid_patch_size(planned: Sequence[int], divisor: int) -> Tuple[int, int, int]:
+    """The nearest patch whose sides are multiples of ``divisor``, preferring not to grow.
+
+    Each side is rounded down to a multiple of ``divisor``; a side smaller than ``divisor`` becomes
+    ``divisor`` (nnU-Net pads images smaller than the patch).
+
+    Args:
+        planned: the patch size from the plans (3 sides).
+        divisor: what each side must be divisible by (see :data:`PATCH_DIVISORS`; the masking adds its
+            subvolume size: use ``math.lcm``).
+    """
+    planned = tuple(int(p) for p in planned)
+    if len(planned) != 3:
+        raise ValueError(
+            f"A 3D patch size is needed, got {planned}: SubFore trainers run 3D configurations (e.g. 3d_fullres)."
+        )
+    if divisor < 1:
+        raise ValueError(f"divisor must be a positive integer, got {divisor}.")
+    patch = [max(divisor, (p // divisor) * divisor) for p in planned]
+    return tuple(patch)
+
+
+def patch_divisor(backbone: str, subvolume_size: Optional[int] = None) -> int:
+    """What every patch side must be divisible by: the backbone's divisor and, for MIM, the subvolume size."""
+    divisor = PATCH_DIVISORS[_check_backbone(backbone)]
+    return math.lcm(divisor, int(subvolume_size)) if subvolume_size else divisor
+
+
+def build_network(
+    backbone: str,
+    patch_size: Sequence[int],
+    in_channels: int,
+    out_channels: int,
+    architecture: Optional[dict] = None,
+) -> SubForeNetwork:
+    """Build a MONAI SwinUNETR or UNETR wrapped in :class:`SubForeNetwork`.
+
+    Args:
+        backbone: ``"swinunetr"`` or ``"unetr"``.
+        patch_size: the input patch (D, H, W); UNETR's position embeddings are sized by it,
+            SwinUNETR only requires divisibility.
+        in_channels: number of input channels.
+        out_channels: output channels (input channels for MIM reconstruction, classes for segmentation).
+        architecture: keyword arguments for the MONAI constructor; defaults to
+            :data:`PAPER_ARCHITECTURES` ``[backbone]``. Pretraining and fine-tuning must use the same.
+    """
+    patch = check_patch_size(backbone, patch_size, architecture)
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}.")
+    kwargs = dict(PAPER_ARCHITECTURES[backbone] if architecture is None else architecture)
+    if backbone == "swinunetr":
+        from monai.networks.nets import SwinUNETR
+
+        if kwargs.get("feature_size", 24) % 12:
+            raise ValueError(f"SwinUNETR feature_size must be divisible by 12, got {kwargs['feature_size']}.")
+        net = SwinUNETR(in_channels=in_channels, out_channels=out_channels, spatial_dims=3, **kwargs)
+    else:
+        from monai.networks.nets import UNETR
+
+        net = UNETR(in_channels=in_channels, out_channels=out_channels, img_size=patch, spatial_dims=3, **kwargs)
+    return SubForeNetwork(net)
+
+
+#: Parameter keys that see the input channels directly (their dim 1 is the number of input channels).
+STEM_KEYS: Dict[str, Tuple[str, ...]] = {
+    "swinunetr": (
+        "backbone.swinViT.patch_embed.proj.weight",
+        "backbone.encoder1.layer.conv1.conv.weight",
+        "backbone.encoder1.layer.conv3.conv.weight",
+    ),
+    "unetr": (
+        "backbone.vit.patch_embedding.patch_embeddings.weight",
+        "backbone.encoder1.layer.conv1.conv.weight",
+        "backbone.encoder1.layer.conv3.conv.weight",
+    ),
+}
+
+#: UNETR's learned position embeddings (1, n_tokens, hidden), sized by the patch.
+POSITION_EMBEDDING_KEY = "backbone.vit.patch_embedding.position_embeddings"
+
+
+def backbone_of_state_dict(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """Guess which backbone a SubFore state dict belongs to (None if neither)."""
+    if any(k.startswith("backbone.swinViT.") for k in state_dict):
+        return "swinunetr"
+    if any(k.startswith("backbone.vit.") for k in state_dict):
+        return "unetr"
+    return None

@@ -1,0 +1,162 @@
+"""The masking semantics (DESIGN 4.1) on crafted HU volumes."""
+
+import pytest
+import torch
+
+from nnunet_subfore.masking import (
+    ForegroundMasker,
+    expand_subvolume_mask,
+    fill_masked,
+    foreground_subvolumes,
+    sample_subvolume_mask,
+    threshold_in_input_units,
+    windowed_intensity,
+)
+
+S = 16
+
+
+def blocks(values):
+    """A (1, 1, 16*a, 16*b, 16*c) HU volume whose subvolumes are uniform with the given values."""
+    v = torch.tensor(values, dtype=torch.float32)
+    return v.repeat_interleave(S, 0).repeat_interleave(S, 1).repeat_interleave(S, 2)[None, None]
+
+
+def test_threshold_is_minus_132_5_hu_for_the_paper_window():
+    assert threshold_in_input_units((-175.0, 250.0), 0.1) == pytest.approx(-132.5)
+
+
+def test_criterion_on_uniform_blocks_around_the_threshold():
+    hu = blocks([[[-1000.0, -133.0], [-132.5, 40.0]]])
+    fg = foreground_subvolumes(hu)
+    assert fg.shape == (1, 1, 2, 2)
+    assert fg[0, 0].tolist() == [[False, False], [True, True]]
+
+
+def test_half_air_half_250_block_is_foreground_although_its_mean_hu_is_minus_375():
+    hu = torch.full((1, 1, S, S, S), -1000.0)
+    hu[..., S // 2:] = 250.0
+    assert hu.mean().item() == pytest.approx(-375.0)
+    # mean of clipped values: 0.5 * 0 + 0.5 * 1 = 0.5 >= 0.1
+    assert foreground_subvolumes(hu).item() is True
+    # the window of the mean would say background
+    assert windowed_intensity(hu.mean()).item() < 0.1
+
+
+def test_bright_outliers_saturate_at_one():
+    hu = torch.full((1, 1, S, S, S), -1000.0)
+    hu[0, 0, 0, 0, :8] = 3000.0  # 8 voxels of metal: u clipped to 1, mean 8/4096 < 0.1
+    assert foreground_subvolumes(hu).item() is False
+
+
+def test_sides_not_divisible_name_the_shape():
+    with pytest.raises(ValueError, match=r"\(16, 16, 20\)"):
+        foreground_subvolumes(torch.zeros(1, 1, 16, 16, 20))
+    with pytest.raises(ValueError, match="B, C, D, H, W"):
+        foreground_subvolumes(torch.zeros(16, 16, 16))
+
+
+def _half_body(batch=8):
+    """Batch of 64^3 volumes: x < 32 air (-1000 HU), x >= 32 soft tissue (40 HU)."""
+    hu = torch.full((batch, 1, 64, 64, 64), -1000.0)
+    hu[..., 32:] = 40.0
+    return hu
+
+
+@pytest.mark.parametrize("selection", ["bernoulli", "exact"])
+def test_background_is_never_masked(selection):
+    masker = ForegroundMasker(ratio=0.9, selection=selection)
+    out = masker(_half_body(), generator=torch.Generator().manual_seed(0))
+    assert out.foreground[..., :2].sum() == 0 and out.foreground[..., 2:].all()
+    assert not out.voxel_mask[..., :32].any()
+    assert out.voxel_mask[..., 32:].any()
+    # air voxels are passed through untouched
+    assert torch.equal(out.masked[..., :32], _half_body()[..., :32])
+
+
+def test_bernoulli_ratio_statistically():
+    fg = torch.ones(200, 4, 4, 4, dtype=torch.bool)
+    fg[:, :, :, :2] = False  # half the subvolumes are candidates: 200 * 32 = 6400
+    mask = sample_subvolume_mask(fg, 0.6, "bernoulli", torch.Generator().manual_seed(1))
+    assert not (mask & ~fg).any()
+    frac = mask.sum().item() / fg.sum().item()
+    # binomial std for n=6400, p=0.6 is 0.006: 4 sigma
+    assert abs(frac - 0.6) < 0.025
+
+
+def test_exact_count_per_sample():
+    gen = torch.Generator().manual_seed(2)
+    fg = torch.rand(16, 3, 4, 5, generator=gen) < 0.5
+    mask = sample_subvolume_mask(fg, 0.6, "exact", gen)
+    n_fg = fg.flatten(1).sum(1)
+    assert torch.equal(mask.flatten(1).sum(1), torch.round(n_fg.double() * 0.6).long())
+    assert not (mask & ~fg).any()
+
+
+def test_exact_differs_between_draws_and_is_reproducible():
+    fg = torch.ones(1, 4, 4, 4, dtype=torch.bool)
+    a = sample_subvolume_mask(fg, 0.5, "exact", torch.Generator().manual_seed(3))
+    b = sample_subvolume_mask(fg, 0.5, "exact", torch.Generator().manual_seed(3))
+    c = sample_subvolume_mask(fg, 0.5, "exact", torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_random_baseline_reaches_background():
+    out = ForegroundMasker(ratio=0.6, selection="random")(_half_body(), generator=torch.Generator().manual_seed(5))
+    assert out.voxel_mask[..., :32].any()
+    frac = out.subvolume_mask.float().mean().item()
+    assert abs(frac - 0.6) < 0.05
+
+
+def test_patch_without_foreground_gets_no_mask():
+    air = torch.full((2, 1, 32, 32, 32), -1000.0)
+    out = ForegroundMasker()(air)
+    assert not out.voxel_mask.any()
+    assert torch.equal(out.masked, air)
+
+
+def test_zero_fill_and_noise_fill():
+    hu = _half_body(2)
+    gen = torch.Generator().manual_seed(6)
+    zero = ForegroundMasker(ratio=1.0, fill="zero")(hu, generator=gen)
+    assert (zero.masked[..., 32:] == 0).all()
+    noise = ForegroundMasker(ratio=1.0, fill="noise")(hu, generator=gen)
+    filled = noise.masked[..., 32:]
+    assert abs(filled.mean().item()) < 0.01 and abs(filled.std().item() - 1.0) < 0.01
+    assert torch.equal(noise.masked[..., :32], hu[..., :32])
+
+
+def test_expand_matches_subvolume_layout():
+    sub = torch.zeros(1, 2, 3, 4, dtype=torch.bool)
+    sub[0, 1, 2, 3] = True
+    vox = expand_subvolume_mask(sub, 4)
+    assert vox.shape == (1, 1, 8, 12, 16)
+    assert vox.sum() == 64 and vox[0, 0, 4:8, 8:12, 12:16].all()
+
+
+def test_mask_applies_to_all_channels():
+    x = torch.randn(1, 3, 16, 16, 16)
+    vox = torch.ones(1, 1, 16, 16, 16, dtype=torch.bool)
+    assert (fill_masked(x, vox, "zero") == 0).all()
+
+
+def test_reproducible_with_generator():
+    hu = _half_body(2)
+    a = ForegroundMasker()(hu, generator=torch.Generator().manual_seed(7))
+    b = ForegroundMasker()(hu, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.masked, b.masked) and torch.equal(a.voxel_mask, b.voxel_mask)
+
+
+def test_window_in_other_units_gives_the_same_subvolumes():
+    gen = torch.Generator().manual_seed(8)
+    hu = torch.rand(2, 1, 32, 32, 32, generator=gen) * 1400 - 1000
+    mean, std = 40.0, 60.0
+    normalized = (hu - mean) / std
+    window = ((-175.0 - mean) / std, (250.0 - mean) / std)
+    assert torch.equal(foreground_subvolumes(hu), foreground_subvolumes(normalized, window=window))
+
+
+@pytest.mark.parametrize("kwargs", [dict(ratio=1.5), dict(selection="blocks"), dict(fill="mean"), dict(window=(1, 0))])
+def test_bad_arguments_raise_value_errors_naming_them(kwargs):
+    with pytest.raises(ValueError, match=str(list(kwargs.values())[0]).strip("()").split(",")[0]):
+        ForegroundMasker(**kwargs)

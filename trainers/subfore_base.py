@@ -1,0 +1,139 @@
+"""What all SubFore trainers share: a MONAI backbone built from the plans, a patch the backbone accepts,
+AdamW with warm-up and cosine decay, no deep supervision, CPU-loadable checkpoints.
+
+nnU-Net imports the modules of this folder as top-level modules (``nnUNet_extTrainer``), so they
+import each other and the library by absolute ``nnunet_subfore...`` names only.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.networks import build_network, check_patch_size, patch_divisor, valid_patch_size
+from nnunet_subfore.schedules import WarmupCosineLRScheduler
+
+
+class SubForeTrainerBase(nnUNetTrainer):
+    """Base of the SubFore trainers (not meant to be run directly).
+
+    Subclasses set the class attributes; like nnU-Net's own variants they change attributes, not code.
+
+    Attributes:
+        backbone: ``"swinunetr"`` or ``"unetr"``.
+        architecture: MONAI constructor arguments (None: the paper's, see ``networks.PAPER_ARCHITECTURES``).
+            Pretraining and fine-tuning trainers must use the same for weights to transfer.
+        patch_size: force this patch (written into the saved plans); None: the planned patch, moved to
+            the nearest size the backbone accepts.
+        subvolume_size: masking subvolume size the patch must also be divisible by (MIM trainers).
+        warmup_fraction: share of the epochs spent in linear warm-up.
+        epochs, iterations_per_epoch, val_iterations_per_epoch: override nnU-Net's 1000 / 250 / 50.
+    """
+
+    backbone: str = "swinunetr"
+    architecture: Optional[dict] = None
+    patch_size: Optional[Tuple[int, int, int]] = None
+    subvolume_size: Optional[int] = None
+    base_lr: float = 1e-3
+    base_weight_decay: float = 1e-5
+    warmup_fraction: float = 0.05
+    epochs: Optional[int] = None
+    iterations_per_epoch: Optional[int] = None
+    val_iterations_per_epoch: Optional[int] = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.base_lr
+        self.weight_decay = self.base_weight_decay
+        self.enable_deep_supervision = False
+        if self.epochs is not None:
+            self.num_epochs = self.epochs
+        if self.iterations_per_epoch is not None:
+            self.num_iterations_per_epoch = self.iterations_per_epoch
+        if self.val_iterations_per_epoch is not None:
+            self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        try:
+            self._fit_patch_size()
+        except UserError as e:
+            self.fail(str(e))
+
+    # ----------------------------------------------------------------------------------------------
+    # patch size: the backbone's rules, written into the plans that plans.json saves
+    def _fit_patch_size(self) -> None:
+        planned = tuple(int(p) for p in self.configuration_manager.patch_size)
+        if self.patch_size is not None:
+            patch = tuple(int(p) for p in self.patch_size)
+            reason = f"{self.__class__.__name__}.patch_size"
+        else:
+            patch = valid_patch_size(planned, patch_divisor(self.backbone, self.subvolume_size))
+            reason = f"{self.backbone} needs sides divisible by {patch_divisor(self.backbone, self.subvolume_size)}"
+        try:
+            check_patch_size(self.backbone, patch, self.architecture)
+            if self.subvolume_size and any(p % self.subvolume_size for p in patch):
+                raise ValueError(f"patch {patch} is not divisible by the masking subvolume size {self.subvolume_size}")
+        except ValueError as e:
+            raise UserError(
+                f"No valid patch for {self.__class__.__name__} from the planned {planned}: {e}. Set a valid patch "
+                f"with `nnunet-subfore plans -d DATASET --patch D H W` and train with -p SubForePlans."
+            ) from e
+        if patch != planned:
+            self.print_to_log_file(
+                f"Patch size moved from the planned {list(planned)} to {list(patch)} ({reason}); "
+                f"written into the plans saved as plans.json so inference rebuilds the same network."
+            )
+            self.plans_manager.plans["configurations"][self.configuration_name]["patch_size"] = list(patch)
+            self.configuration_manager.configuration["patch_size"] = list(patch)
+
+    # ----------------------------------------------------------------------------------------------
+    # network: rebuilt from the plans alone at inference (nnUNetv2_predict calls this on the class)
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        return build_network(cls.backbone, configuration_manager.patch_size, num_input_channels,
+                             num_output_channels, cls.architecture)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        warmup = min(int(round(self.warmup_fraction * self.num_epochs)), self.num_epochs - 1)
+        return optimizer, WarmupCosineLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+
+    def initialize(self):
+        try:
+            super().initialize()
+        except UserError as e:
+            self.fail(str(e))
+
+    @property
+    def plain_network(self) -> torch.nn.Module:
+        """The network without DDP / torch.compile wrappers (its state dict has the checkpoint's keys)."""
+        mod = self.network.module if self.is_ddp else self.network
+        return getattr(mod, "_orig_mod", mod)
+
+    def fail(self, message: str) -> None:
+        """Stop with a message for the user: logged, printed, no traceback (exit status 1)."""
+        self.print_to_log_file(f"ERROR: {message}")
+        raise SystemExit(f"\n{self.__class__.__name__}: {message}")
+
+    # ----------------------------------------------------------------------------------------------
+    # checkpoints load on CPU-only machines: nnU-Net's -pretrained_weights loader uses no map_location
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank == 0 and not self.disable_checkpointing and self.device.type != "cpu":
+            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+            torch.save(checkpoint, filename)
+
+
+def no_augmentation_patch_setup(trainer: nnUNetTrainer, mirror_axes: Optional[Sequence[int]] = None):
+    """``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` without spatial augmentation.
+
+    The loader must then crop exactly the patch (not the larger rotation-safe one).
+    """
+    patch = list(trainer.configuration_manager.patch_size)
+    trainer.inference_allowed_mirroring_axes = tuple(mirror_axes) if mirror_axes else None
+    return (0.0, 0.0), False, patch, trainer.inference_allowed_mirroring_axes

@@ -1,0 +1,80 @@
+"""UNETR / SwinUNETR fine-tuning inside nnU-Net: everything nnU-Net's own but the network and optimizer.
+
+    nnUNetv2_train 602 3d_fullres 0 -tr SubForeSwinUNETRTrainer -pretrained_weights .../checkpoint_final.pth
+
+Without ``-pretrained_weights`` they train from scratch (the paper's dagger rows); the ``_scratch``
+aliases are the same classes under another name, so that both runs get their own result folders.
+nnU-Net's Dice + CE loss, sampling, augmentation, 5-fold splits, sliding-window validation and
+export are unchanged. The authors' settings: AdamW with warm-up then cosine decay, lr 1e-3
+(SwinUNETR) / 3e-4 (UNETR), weight decay 1e-5; no deep supervision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from nnunet_subfore.checkpoints import compare_state_dicts, load_checkpoint, transfer_error_message
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.networks import backbone_of_state_dict
+from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase
+
+
+def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
+    """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-pretrained_weights", default=None)
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return Path(known.pretrained_weights) if known.pretrained_weights else None
+
+
+class SubForeSwinUNETRTrainer(SubForeTrainerBase):
+    """Supervised SwinUNETR (feature 48, use_v2) in nnU-Net; takes SubForePretrainTrainer weights."""
+
+    backbone = "swinunetr"
+    base_lr = 1e-3
+    base_weight_decay = 1e-5
+    #: test-time mirroring (nnU-Net's default); the demo variants switch it off to stay fast on CPUs
+    mirroring = True
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.mirroring:
+            mirror_axes = self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch, mirror_axes
+
+    def initialize(self):
+        super().initialize()
+        weights = pretrained_weights_from_argv()
+        if weights is not None:
+            self.check_pretrained_weights(weights)
+
+    def check_pretrained_weights(self, path: Path) -> None:
+        """Fail with the fix, before nnU-Net's loader asserts, when ``path`` does not fit this network."""
+        try:
+            checkpoint = load_checkpoint(path)
+        except UserError as e:
+            self.fail(str(e))
+        state = checkpoint["network_weights"]
+        report = compare_state_dicts(self.plain_network.state_dict(), state)
+        if not report.ok:
+            self.fail(transfer_error_message(report, path, self.backbone, backbone_of_state_dict(state),
+                                             self.__class__.__name__))
+        self.print_to_log_file(f"Pretrained weights {path}:\n{report.describe()}")
+
+
+class SubForeUNETRTrainer(SubForeSwinUNETRTrainer):
+    """Supervised UNETR (ViT-B/16, feature 16) in nnU-Net; takes SubForePretrainTrainer_UNETR weights."""
+
+    backbone = "unetr"
+    base_lr = 3e-4
+
+
+class SubForeSwinUNETRTrainer_scratch(SubForeSwinUNETRTrainer):
+    """SwinUNETR from scratch: the same trainer, its own result folder."""
+
+
+class SubForeUNETRTrainer_scratch(SubForeUNETRTrainer):
+    """UNETR from scratch: the same trainer, its own result folder."""

@@ -1,0 +1,238 @@
+"""HU-based foreground masked image modeling (MIM) pretraining, run by the stock ``nnUNetv2_train``.
+
+    nnUNetv2_train 601 3d_fullres 0 -tr SubForePretrainTrainer
+
+The network (SwinUNETR or UNETR, whole encoder + decoder) reconstructs the unmasked patch from a
+patch whose foreground subvolumes were partly filled with noise; the loss is the L1 over the masked
+voxels. Settings of the paper: AdamW (lr 8e-4 SwinUNETR / 1e-4 UNETR, weight decay 0.05), warm-up
+then cosine decay, no data augmentation, no deep supervision, masking ratio 0.6, subvolumes 16^3,
+window (-175, 250) HU, threshold 0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import List
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+from torch import distributed as dist
+
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.intensity import CTIntensityMapping
+from nnunet_subfore.losses import MaskedL1Loss
+from nnunet_subfore.masking import ForegroundMasker
+from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
+
+#: Seed of the masks drawn for validation (the same every epoch, so validation losses compare).
+VALIDATION_MASK_SEED = 12345
+#: Smoothing of the validation loss that picks checkpoint_best.pth (as nnU-Net smooths its pseudo Dice).
+VAL_LOSS_EMA = 0.9
+
+
+class SubForePretrainTrainer(SubForeTrainerBase):
+    """MIM pretraining with HU-based foreground masking, SwinUNETR backbone (the paper's default)."""
+
+    backbone = "swinunetr"
+    base_lr = 8e-4
+    base_weight_decay = 0.05
+    subvolume_size = 16
+    mask_ratio = 0.6
+    mask_selection = "bernoulli"  # "exact" for exactly round(ratio * n_foreground) subvolumes
+    mask_fill = "noise"  # or "zero"
+    hu_window = (-175.0, 250.0)
+    hu_threshold = 0.1
+
+    def initialize(self):
+        try:
+            self.masker = self.build_masker()
+        except (UserError, KeyError) as e:
+            self.fail(str(e))
+        self.print_to_log_file(f"Masking: {self.masker}")
+        super().initialize()
+
+    def build_masker(self) -> ForegroundMasker:
+        """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible."""
+        plans_name = f"plans {self.plans_manager.plans_name!r} of {self.plans_manager.dataset_name}"
+        mapping = CTIntensityMapping.from_plans(self.plans_manager.plans, self.configuration_name, channel=0)
+        threshold_hu = mapping.check_threshold(self.hu_window, self.hu_threshold, source=plans_name)
+        self.print_to_log_file(
+            f"HU foreground criterion: mean windowed intensity >= {self.hu_threshold} with window {self.hu_window} "
+            f"(-> {threshold_hu:.1f} HU for a uniform block); the plans clip CT to "
+            f"[{mapping.lower_clip:.1f}, {mapping.upper_clip:.1f}] HU"
+        )
+        return ForegroundMasker(self.subvolume_size, mapping.window_to_normalized(self.hu_window), self.hu_threshold,
+                                self.mask_ratio, self.mask_selection, self.mask_fill)
+
+    def _build_loss(self):
+        return MaskedL1Loss()
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        return no_augmentation_patch_setup(self)
+
+    @staticmethod
+    def get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
+                                foreground_labels=None, regions=None, ignore_label=None):
+        # the paper pretrains without data augmentation
+        return nnUNetTrainer.get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels,
+                                                       regions, ignore_label)
+
+    # ----------------------------------------------------------------------------------------------
+    def _masked_loss(self, data: torch.Tensor, generator=None):
+        batch = self.masker(data, generator=generator)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            reconstruction = self.network(batch.masked)
+        loss = self.loss(reconstruction.float(), data, batch.voxel_mask)
+        return loss, batch
+
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, _ = self._masked_loss(data)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def on_validation_epoch_start(self):
+        super().on_validation_epoch_start()
+        self._val_generator = torch.Generator(device=self.device).manual_seed(VALIDATION_MASK_SEED + self.local_rank)
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict) -> dict:
+        data = batch["data"].to(self.device, non_blocking=True)
+        loss, masked = self._masked_loss(data, generator=self._val_generator)
+        return {"loss": loss.cpu().numpy(), "masked_fraction": masked.voxel_mask.float().mean().cpu().numpy()}
+
+    def on_validation_epoch_end(self, val_outputs: List[dict]):
+        losses = collate_outputs(val_outputs)["loss"]
+        if self.is_ddp:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, losses)
+            losses = np.concatenate([np.atleast_1d(g) for g in gathered])
+        # the local logger takes only its known keys; there is no Dice in pretraining
+        self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
+        self.logger.log("mean_fg_dice", float("nan"), self.current_epoch)
+        self.logger.log("dice_per_class_or_region", [], self.current_epoch)
+
+    def _val_loss_ema(self) -> float:
+        ema = None
+        for value in self.logger.get_value("val_losses", step=None):
+            ema = value if ema is None else VAL_LOSS_EMA * ema + (1 - VAL_LOSS_EMA) * value
+        return float(ema)
+
+    def on_epoch_end(self):
+        """nnU-Net's epoch end, with checkpoint_best.pth following the lowest (smoothed) validation loss."""
+        self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
+        train_loss = self.logger.get_value("train_losses", step=-1)
+        val_loss = self.logger.get_value("val_losses", step=-1)
+        self.print_to_log_file("train_loss (masked L1)", np.round(train_loss, decimals=4))
+        self.print_to_log_file("val_loss (masked L1)", np.round(val_loss, decimals=4))
+        epoch_time = self.logger.get_value("epoch_end_timestamps", step=-1) - \
+            self.logger.get_value("epoch_start_timestamps", step=-1)
+        self.print_to_log_file(f"Epoch time: {np.round(epoch_time, decimals=2)} s")
+
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != (self.num_epochs - 1):
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
+        ema = self._val_loss_ema()
+        if self._best_ema is None or ema < self._best_ema:
+            self._best_ema = ema
+            self.print_to_log_file(f"New best smoothed validation loss: {np.round(ema, decimals=4)}")
+            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
+
+    # ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Reconstruction metrics on the fold's validation cases (nothing is segmented).
+
+        One centred patch per case (padded like nnU-Net pads), masked with a fixed seed; writes
+        ``validation/reconstruction_metrics.json``.
+        """
+        if self.local_rank != 0:
+            return
+        self.network.eval()
+        _, val_keys = self.do_split()
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        generator = torch.Generator(device=self.device).manual_seed(VALIDATION_MASK_SEED)
+        patch = [int(p) for p in self.configuration_manager.patch_size]
+        per_case = {}
+        for key in val_keys:
+            data = np.asarray(dataset.load_case(key)[0])
+            x = torch.from_numpy(_center_patch(data, patch)).float()[None].to(self.device)
+            loss, masked = self._masked_loss(x, generator=generator)
+            per_case[key] = {
+                "masked_l1": float(loss),
+                "masked_fraction": float(masked.voxel_mask.float().mean()),
+                "foreground_fraction": float(masked.foreground.float().mean()),
+            }
+        masked_cases = [v["masked_l1"] for v in per_case.values() if v["masked_fraction"] > 0]
+        summary = {
+            "trainer": self.__class__.__name__,
+            "masking": repr(self.masker),
+            "patch_size": patch,
+            "mean_masked_l1": float(np.mean(masked_cases)) if masked_cases else None,
+            "cases_without_masked_voxels": [k for k, v in per_case.items() if v["masked_fraction"] == 0],
+            "per_case": per_case,
+        }
+        out_dir = os.path.join(self.output_folder, "validation")
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "reconstruction_metrics.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        self.print_to_log_file(
+            f"Reconstruction on {len(val_keys)} validation cases: mean masked L1 {summary['mean_masked_l1']}"
+        )
+
+
+def _center_patch(data: np.ndarray, patch: List[int]) -> np.ndarray:
+    """Centre crop (C, D, H, W) to ``patch``, zero-padding sides that are smaller (nnU-Net pads with 0)."""
+    out = np.zeros((data.shape[0], *patch), dtype=np.float32)
+    src, dst = [slice(None)], [slice(None)]
+    for size, p in zip(data.shape[1:], patch):
+        start = max(0, (size - p) // 2)
+        length = min(size, p)
+        offset = max(0, (p - size) // 2)
+        src.append(slice(start, start + length))
+        dst.append(slice(offset, offset + length))
+    out[tuple(dst)] = data[tuple(src)]
+    return out
+
+
+class SubForePretrainTrainer_UNETR(SubForePretrainTrainer):
+    """MIM pretraining with HU-based foreground masking, UNETR (ViT-B/16) backbone."""
+
+    backbone = "unetr"
+    base_lr = 1e-4
+
+
+class SubForeRandomMaskPretrainTrainer(SubForePretrainTrainer):
+    """The ablation baseline: random subvolume masking at the same ratio (foreground or not)."""
+
+    mask_selection = "random"
+
+    def build_masker(self) -> ForegroundMasker:
+        # random masking ignores intensities, so it needs no HU check and works on any modality
+        return ForegroundMasker(self.subvolume_size, ratio=self.mask_ratio, selection="random", fill=self.mask_fill)
+
+
+class SubForeRandomMaskPretrainTrainer_UNETR(SubForeRandomMaskPretrainTrainer):
+    """Random-masking baseline with the UNETR backbone."""
+
+    backbone = "unetr"
+    base_lr = 1e-4
