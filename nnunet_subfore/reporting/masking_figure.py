@@ -1,0 +1,487 @@
+"""A picture of the HU-based foreground masking of one CT image, next to random masking.
+
+:func:`draw_masking` crops a central patch of a CT image in Hounsfield units, partitions it into
+``s x s x s`` subvolumes, finds the foreground subvolumes with the paper's criterion
+(:func:`nnunet_subfore.masking.foreground_subvolumes`), draws one foreground masking (each foreground
+subvolume masked with probability ``ratio``, the authors' bernoulli selection) and, for comparison,
+one random masking at the same ratio (every subvolume masked with probability ``ratio``, the
+ablation's baseline), and draws mid axial, coronal and sagittal slices of
+
+- (a) the image, with the subvolume grid and the foreground subvolumes outlined,
+- (b) the foreground-masked network input,
+- (c) the random-masked network input,
+
+titled with the numbers (:class:`MaskingStatistics`). The images show the windowed intensity
+``u = clip((HU - low) / (high - low), 0, 1)`` that the criterion reads (and the authors' network
+input); masked voxels are filled as in training (N(0, 1) noise by default), and masked subvolumes
+are outlined in red.
+
+:func:`masking_example` returns the arrays and :func:`masking_statistics` the numbers, for use
+without a figure.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.masking import (
+    DEFAULT_RATIO,
+    DEFAULT_SUBVOLUME_SIZE,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WINDOW,
+    FILLS,
+    expand_subvolume_mask,
+    fill_masked,
+    foreground_subvolumes,
+    sample_subvolume_mask,
+    threshold_in_input_units,
+    windowed_intensity,
+)
+
+AIR_HU = -1000.0
+MAX_DEFAULT_SIDE = 96
+
+ImageLike = Union[str, Path, np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskCounts:
+    """How many subvolumes one masking masked.
+
+    Attributes:
+        n_subvolumes: subvolumes in the patch.
+        n_foreground: foreground subvolumes in the patch.
+        n_masked: masked subvolumes.
+        n_masked_foreground: masked subvolumes that are foreground.
+    """
+
+    n_subvolumes: int
+    n_foreground: int
+    n_masked: int
+    n_masked_foreground: int
+
+    @property
+    def n_masked_background(self) -> int:
+        return self.n_masked - self.n_masked_foreground
+
+    @property
+    def fraction_of_all(self) -> float:
+        """Masked subvolumes / all subvolumes."""
+        return self.n_masked / self.n_subvolumes
+
+    @property
+    def fraction_of_foreground(self) -> float:
+        """Masked foreground subvolumes / foreground subvolumes (NaN without foreground)."""
+        return self.n_masked_foreground / self.n_foreground if self.n_foreground else math.nan
+
+
+@dataclass(frozen=True)
+class MaskingStatistics:
+    """The numbers of a :func:`masking_example`.
+
+    Attributes:
+        patch_size: (D, H, W) of the patch, in voxels of the image.
+        offset: (z, y, x) index in the image of the patch's first voxel (negative where padded).
+        subvolume_size: s.
+        grid: (D/s, H/s, W/s), the subvolume grid.
+        window: (low, high) HU window of the criterion.
+        threshold: lambda, on the windowed intensity.
+        threshold_hu: the HU of a uniform subvolume exactly on the threshold (-132.5 for the defaults).
+        ratio: masking ratio.
+        seed: seed of the torch.Generator that drew both maskings.
+        n_subvolumes: subvolumes in the patch.
+        n_foreground: foreground subvolumes.
+        foreground_masking: counts of the foreground (bernoulli) masking.
+        random_masking: counts of the random masking.
+    """
+
+    patch_size: Tuple[int, int, int]
+    offset: Tuple[int, int, int]
+    subvolume_size: int
+    grid: Tuple[int, int, int]
+    window: Tuple[float, float]
+    threshold: float
+    threshold_hu: float
+    ratio: float
+    seed: int
+    n_subvolumes: int
+    n_foreground: int
+    foreground_masking: MaskCounts
+    random_masking: MaskCounts
+
+    @property
+    def foreground_fraction(self) -> float:
+        """Foreground subvolumes / all subvolumes."""
+        return self.n_foreground / self.n_subvolumes
+
+    def describe(self) -> str:
+        """The numbers as a few lines of text (the figure's title)."""
+
+        def pct(x: float) -> str:
+            return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+        def counts(c: MaskCounts) -> str:
+            return (
+                f"{c.n_masked}/{c.n_subvolumes} masked = {pct(c.fraction_of_all)} of all, "
+                f"{pct(c.fraction_of_foreground)} of foreground, {c.n_masked_background} in background"
+            )
+
+        lo, hi = self.window
+        return "\n".join(
+            [
+                f"foreground: {self.n_foreground}/{self.n_subvolumes} subvolumes ({pct(self.foreground_fraction)}); "
+                f"mean of clip((HU{-lo:+g})/{hi - lo:g}, 0, 1) >= {self.threshold:g}, "
+                f"i.e. {self.threshold_hu:g} HU for a uniform subvolume",
+                f"(b) foreground masking, r={self.ratio:g}: {counts(self.foreground_masking)}",
+                f"(c) random masking, r={self.ratio:g}: {counts(self.random_masking)}",
+                f"patch {'x'.join(map(str, self.patch_size))} voxels at (z, y, x) = {self.offset}, "
+                f"subvolumes {self.subvolume_size}^3, grid {'x'.join(map(str, self.grid))}, seed {self.seed}",
+            ]
+        )
+
+
+@dataclass
+class MaskingExample:
+    """One patch, its foreground subvolumes and the two maskings (numpy, (z, y, x) order).
+
+    Attributes:
+        patch: float32 (D, H, W), the patch in HU (padding: -1000).
+        spacing: (z, y, x) voxel spacing, for the figure's aspect ratios.
+        foreground: bool grid (D/s, H/s, W/s), True on foreground subvolumes.
+        foreground_mask: bool grid, the subvolumes masked by foreground masking.
+        random_mask: bool grid, the subvolumes masked by random masking.
+        windowed: float32 (D, H, W), ``clip((HU - low) / (high - low), 0, 1)``, the unmasked input.
+        foreground_masked: ``windowed`` with the foreground-masked subvolumes filled.
+        random_masked: ``windowed`` with the random-masked subvolumes filled.
+        statistics: the numbers.
+    """
+
+    patch: np.ndarray
+    spacing: Tuple[float, float, float]
+    foreground: np.ndarray
+    foreground_mask: np.ndarray
+    random_mask: np.ndarray
+    windowed: np.ndarray
+    foreground_masked: np.ndarray
+    random_masked: np.ndarray
+    statistics: MaskingStatistics
+
+
+# --------------------------------------------------------------------------------------------------
+# input
+# --------------------------------------------------------------------------------------------------
+
+
+def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+    """A CT volume in HU as float32 (z, y, x) and its (z, y, x) spacing.
+
+    Args:
+        image: a file SimpleITK reads (NIfTI, MHA/MHD, NRRD, ...), a folder holding one DICOM
+            series, or a numpy array (z, y, x) already in HU. Files are reoriented to LPS (axial
+            slices with anterior up, patient's right on the left).
+        spacing: (z, y, x) spacing for a numpy array (default 1, 1, 1); ignored for files.
+    """
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3:
+            raise UserError(f"image must be a 3D array (z, y, x) in HU, got shape {image.shape}.")
+        sp = tuple(float(v) for v in (spacing if spacing is not None else (1.0, 1.0, 1.0)))
+        if len(sp) != 3 or min(sp) <= 0:
+            raise UserError(f"spacing must be three positive numbers (z, y, x), got {spacing}.")
+        volume = np.asarray(image, dtype=np.float32)
+    else:
+        import SimpleITK as sitk
+
+        path = Path(image)
+        if not path.exists():
+            raise UserError(f"{path} does not exist.")
+        try:
+            if path.is_dir():
+                series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+                if len(series) != 1:
+                    raise UserError(
+                        f"{path} holds {len(series)} DICOM series {list(series)}; pass a folder with exactly one "
+                        f"series, or a NIfTI/MHA file."
+                    )
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+                img = reader.Execute()
+            else:
+                img = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            raise UserError(f"SimpleITK cannot read {path}: {str(e).strip().splitlines()[-1]}") from e
+        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+            raise UserError(
+                f"{path} is a {img.GetDimension()}D image with {img.GetNumberOfComponentsPerPixel()} component(s); "
+                f"show-masking needs one 3D CT volume in HU."
+            )
+        img = sitk.DICOMOrient(img, "LPS")
+        volume = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
+        sp = tuple(float(v) for v in reversed(img.GetSpacing()))
+    if volume.size and float(volume.min()) > -500.0:
+        warnings.warn(
+            f"The image's lowest value is {float(volume.min()):g}, no air (about -1000 HU): it does not look like "
+            f"CT in Hounsfield units. The foreground criterion assumes HU; pass a raw CT image, not a normalized one.",
+            stacklevel=2,
+        )
+    return volume, sp
+
+
+def default_patch_size(shape: Sequence[int], subvolume_size: int, max_side: int = MAX_DEFAULT_SIDE) -> Tuple[int, int, int]:
+    """Per side, the largest multiple of ``subvolume_size`` that fits the image and ``max_side``.
+
+    At least one subvolume per side (the image is padded with air where it is smaller).
+    """
+    cap = max(max_side // subvolume_size, 1) * subvolume_size
+    return tuple(max(min(cap, (int(side) // subvolume_size) * subvolume_size), subvolume_size) for side in shape)
+
+
+def central_patch(
+    volume: np.ndarray, patch_size: Sequence[int], pad_value: float = AIR_HU
+) -> Tuple[np.ndarray, Tuple[int, int, int]]:
+    """The patch of ``patch_size`` around the centre of ``volume``, padded with ``pad_value`` where it sticks out.
+
+    Returns:
+        (patch, offset): offset is the (z, y, x) index in ``volume`` of the patch's first voxel.
+    """
+    offset = tuple((int(side) - int(p)) // 2 for side, p in zip(volume.shape, patch_size))
+    patch = np.full(tuple(int(p) for p in patch_size), pad_value, dtype=np.float32)
+    src = tuple(slice(max(o, 0), min(o + p, side)) for o, p, side in zip(offset, patch_size, volume.shape))
+    dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
+    patch[dst] = volume[src]
+    return patch, offset
+
+
+# --------------------------------------------------------------------------------------------------
+# computation
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill) -> Tuple[float, float]:
+    if not isinstance(subvolume_size, (int, np.integer)) or subvolume_size < 1:
+        raise UserError(f"subvolume_size must be a positive integer, got {subvolume_size!r}.")
+    if patch_size is not None:
+        if len(patch_size) != 3 or any(int(p) < 1 for p in patch_size):
+            raise UserError(f"patch_size must be three positive integers (D, H, W), got {list(patch_size)}.")
+        bad = [int(p) for p in patch_size if int(p) % subvolume_size]
+        if bad:
+            raise UserError(
+                f"patch_size {list(patch_size)} is not divisible by the subvolume size {subvolume_size} (offending "
+                f"sides: {bad}). Use multiples of {subvolume_size}, e.g. "
+                f"{[max(round(int(p) / subvolume_size), 1) * subvolume_size for p in patch_size]}, or leave it out."
+            )
+    if len(window) != 2 or not float(window[1]) > float(window[0]):
+        raise UserError(f"window must be (low, high) HU with high > low, got {tuple(window)}.")
+    if not 0.0 <= float(ratio) <= 1.0:
+        raise UserError(f"ratio must lie in [0, 1], got {ratio}.")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise UserError(f"threshold applies to the windowed intensity in [0, 1], got {threshold}.")
+    if fill not in FILLS:
+        raise UserError(f"fill must be one of {FILLS}, got {fill!r}.")
+    return float(window[0]), float(window[1])
+
+
+def _counts(mask: torch.Tensor, fg: torch.Tensor) -> MaskCounts:
+    return MaskCounts(int(fg.numel()), int(fg.sum()), int(mask.sum()), int((mask & fg).sum()))
+
+
+def masking_example(
+    image: ImageLike,
+    patch_size: Optional[Sequence[int]] = None,
+    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
+    window: Sequence[float] = DEFAULT_WINDOW,
+    threshold: float = DEFAULT_THRESHOLD,
+    ratio: float = DEFAULT_RATIO,
+    seed: int = 0,
+    fill: str = "noise",
+    spacing: Optional[Sequence[float]] = None,
+) -> MaskingExample:
+    """Crop a central patch, find its foreground subvolumes, draw a foreground and a random masking.
+
+    Args:
+        image: CT in HU: a file or DICOM folder SimpleITK reads, or a numpy array (z, y, x).
+        patch_size: (D, H, W) in voxels, multiples of ``subvolume_size``; default per side the
+            largest multiple of ``subvolume_size`` up to 96 that fits the image. Padded with -1000 HU
+            where the image is smaller.
+        subvolume_size: side of the cubic subvolumes (paper: 16).
+        window: (low, high) HU window of the criterion (authors' code: (-175, 250)).
+        threshold: lambda on the windowed intensity (paper: 0.1, i.e. -132.5 HU with the default window).
+        ratio: masking ratio of both maskings (paper: 0.6).
+        seed: seed of the torch.Generator; draws foreground masking, random masking, then the fills.
+        fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``, applied to the windowed input.
+        spacing: (z, y, x) spacing of a numpy ``image`` (default 1, 1, 1).
+
+    Returns:
+        A :class:`MaskingExample`; its ``statistics`` hold the numbers.
+    """
+    lo, hi = _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill)
+    volume, spacing = load_ct(image, spacing)
+    s = int(subvolume_size)
+    size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
+    patch, offset = central_patch(volume, size)
+
+    x = torch.from_numpy(patch)[None, None]
+    fg = foreground_subvolumes(x, s, (lo, hi), threshold)
+    gen = torch.Generator().manual_seed(int(seed))
+    fg_mask = sample_subvolume_mask(fg, ratio, "bernoulli", gen)
+    rnd_mask = sample_subvolume_mask(fg, ratio, "random", gen)
+    u = windowed_intensity(x, (lo, hi))
+    fg_input = fill_masked(u, expand_subvolume_mask(fg_mask, s), fill, gen)
+    rnd_input = fill_masked(u, expand_subvolume_mask(rnd_mask, s), fill, gen)
+
+    stats = MaskingStatistics(
+        patch_size=size,
+        offset=offset,
+        subvolume_size=s,
+        grid=tuple(int(n) for n in fg.shape[1:]),
+        window=(lo, hi),
+        threshold=float(threshold),
+        threshold_hu=threshold_in_input_units((lo, hi), threshold),
+        ratio=float(ratio),
+        seed=int(seed),
+        n_subvolumes=int(fg.numel()),
+        n_foreground=int(fg.sum()),
+        foreground_masking=_counts(fg_mask, fg),
+        random_masking=_counts(rnd_mask, fg),
+    )
+    return MaskingExample(
+        patch=patch,
+        spacing=spacing,
+        foreground=fg[0].numpy(),
+        foreground_mask=fg_mask[0].numpy(),
+        random_mask=rnd_mask[0].numpy(),
+        windowed=u[0, 0].numpy(),
+        foreground_masked=fg_input[0, 0].numpy(),
+        random_masked=rnd_input[0, 0].numpy(),
+        statistics=stats,
+    )
+
+
+def masking_statistics(
+    image: ImageLike,
+    patch_size: Optional[Sequence[int]] = None,
+    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
+    window: Sequence[float] = DEFAULT_WINDOW,
+    threshold: float = DEFAULT_THRESHOLD,
+    ratio: float = DEFAULT_RATIO,
+    seed: int = 0,
+    spacing: Optional[Sequence[float]] = None,
+) -> MaskingStatistics:
+    """The numbers of :func:`masking_example` (same arguments, same draws), without a figure."""
+    return masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, spacing=spacing).statistics
+
+
+# --------------------------------------------------------------------------------------------------
+# figure
+# --------------------------------------------------------------------------------------------------
+
+
+def _views(example: MaskingExample):
+    """Per view: name, slice label, 2D index into the volume, 2D index into the grid, aspect, origin."""
+    s = example.statistics.subvolume_size
+    nd, nh, nw = example.statistics.grid
+    kz, ky, kx = nd // 2, nh // 2, nw // 2  # the middle subvolume; slice through its centre
+    z, y, x = kz * s + s // 2, ky * s + s // 2, kx * s + s // 2
+    sz, sy, sx = example.spacing
+    oz, oy, ox = example.statistics.offset
+    return [
+        ("axial", f"z={z + oz}", (z, slice(None), slice(None)), (kz, slice(None), slice(None)), sy / sx, "upper"),
+        ("coronal", f"y={y + oy}", (slice(None), y, slice(None)), (slice(None), ky, slice(None)), sz / sx, "lower"),
+        ("sagittal", f"x={x + ox}", (slice(None), slice(None), x), (slice(None), slice(None), kx), sz / sy, "lower"),
+    ]
+
+
+def _outline(ax, blocks: np.ndarray, s: int, edgecolor, facecolor="none", linewidth=1.0, linestyle="-") -> None:
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
+    cells = np.argwhere(blocks)
+    if len(cells):
+        rects = [Rectangle((c * s - 0.5, r * s - 0.5), s, s) for r, c in cells]
+        ax.add_collection(
+            PatchCollection(rects, facecolor=facecolor, edgecolor=edgecolor, linewidth=linewidth, linestyle=linestyle)
+        )
+
+
+def draw_masking(
+    image: ImageLike,
+    output: Union[str, Path],
+    patch_size: Optional[Sequence[int]] = None,
+    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
+    window: Sequence[float] = DEFAULT_WINDOW,
+    threshold: float = DEFAULT_THRESHOLD,
+    ratio: float = DEFAULT_RATIO,
+    seed: int = 0,
+    fill: str = "noise",
+    spacing: Optional[Sequence[float]] = None,
+) -> Path:
+    """Draw the foreground masking and a random masking of a CT image's central patch.
+
+    Args:
+        image: CT in HU: a file or DICOM folder SimpleITK reads, or a numpy array (z, y, x).
+        output: figure file (``.png``; any format matplotlib writes by its suffix). Parent folders
+            are created; an existing file is overwritten.
+        patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing: see
+            :func:`masking_example`.
+
+    Returns:
+        ``output`` as a Path.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    output = Path(output)
+    fig = Figure(figsize=(11.0, 12.0), layout="constrained")
+    formats = fig.canvas.get_supported_filetypes()
+    if output.suffix.lower().lstrip(".") not in formats:
+        raise UserError(f"Cannot tell the figure format of {output}: use a suffix such as .png (one of {sorted(formats)}).")
+    example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing)
+    stats = example.statistics
+    s = stats.subvolume_size
+
+    rows = [
+        ("(a) image, subvolume grid,\nforeground subvolumes (yellow)", example.windowed, None),
+        ("(b) foreground masking\n(masked: red)", example.foreground_masked, example.foreground_mask),
+        ("(c) random masking\n(masked: red)", example.random_masked, example.random_mask),
+    ]
+    axes = fig.subplots(3, 3)
+    for j, (view, where, idx, gidx, aspect, origin) in enumerate(_views(example)):
+        fg2d = example.foreground[gidx]
+        for i, (row_title, volume, mask) in enumerate(rows):
+            ax = axes[i, j]
+            img2d = volume[idx]
+            ax.imshow(img2d, cmap="gray", vmin=0.0, vmax=1.0, aspect=aspect, origin=origin, interpolation="nearest")
+            if mask is None:
+                for k in range(1, img2d.shape[0] // s):
+                    ax.axhline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
+                for k in range(1, img2d.shape[1] // s):
+                    ax.axvline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
+                _outline(ax, fg2d, s, edgecolor="gold", linewidth=1.2)
+            else:
+                _outline(ax, fg2d, s, edgecolor="gold", linewidth=0.6, linestyle="--")
+                _outline(ax, mask[gidx], s, edgecolor="red", linewidth=1.2)
+            ax.set_xlim(-0.5, img2d.shape[1] - 0.5)
+            ax.set_ylim(*((img2d.shape[0] - 0.5, -0.5) if origin == "upper" else (-0.5, img2d.shape[0] - 0.5)))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"{view} ({where})", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(row_title, fontsize=10)
+    fig.suptitle(
+        "HU-based foreground masking vs random masking\n" + stats.describe(), fontsize=9, horizontalalignment="center"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110, metadata={"Software": None} if output.suffix.lower() == ".png" else None)
+    return output

@@ -1,0 +1,109 @@
+"""draw_masking / masking_example: the masking figure and its numbers on crafted HU volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.reporting.masking_figure import (
+    central_patch,
+    default_patch_size,
+    draw_masking,
+    load_ct,
+    masking_example,
+    masking_statistics,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def half_air() -> np.ndarray:
+    """64^3 (z, y, x): x < 32 air (-1000 HU), x >= 32 soft tissue (40 HU), a little noise."""
+    vol = np.full((64, 64, 64), 40.0, dtype=np.float32)
+    vol[:, :, :32] = -1000.0
+    return vol + np.random.default_rng(0).normal(0.0, 10.0, vol.shape).astype(np.float32)
+
+
+def test_statistics_foreground_masking_spares_air_random_does_not(half_air):
+    ex = masking_example(half_air, seed=0)
+    st = ex.statistics
+    assert st.patch_size == (64, 64, 64) and st.offset == (0, 0, 0) and st.grid == (4, 4, 4)
+    assert st.threshold_hu == pytest.approx(-132.5)
+    assert (st.n_subvolumes, st.n_foreground, st.foreground_fraction) == (64, 32, 0.5)
+    # the grid: air half = subvolume columns 0 and 1 along x
+    assert not ex.foreground[..., :2].any() and ex.foreground[..., 2:].all()
+    fm, rm = st.foreground_masking, st.random_masking
+    assert not ex.foreground_mask[..., :2].any() and fm.n_masked_background == 0
+    assert ex.foreground_mask.sum() == fm.n_masked == fm.n_masked_foreground > 0
+    assert fm.fraction_of_all == pytest.approx(fm.n_masked / 64)
+    assert fm.fraction_of_foreground == pytest.approx(fm.n_masked / 32)
+    assert ex.random_mask[..., :2].any() and rm.n_masked_background == int(ex.random_mask[..., :2].sum()) > 0
+    assert rm.n_masked == int(ex.random_mask.sum())
+    # the foreground-masked input is untouched in the air half, the random-masked one is not
+    np.testing.assert_array_equal(ex.foreground_masked[..., :32], ex.windowed[..., :32])
+    assert not np.array_equal(ex.random_masked[..., :32], ex.windowed[..., :32])
+    assert masking_statistics(half_air, seed=0) == st  # same draws
+
+
+def test_draw_masking_writes_png_and_overwrites(half_air, tmp_path):
+    out = tmp_path / "a" / "b" / "masking.png"
+    assert draw_masking(image=half_air, output=out, patch_size=None, subvolume_size=16, window=(-175.0, 250.0),
+                        threshold=0.1, ratio=0.6, seed=0) == out
+    data = out.read_bytes()
+    assert data[:8] == PNG and len(data) > 10_000
+    out.write_bytes(b"old")
+    draw_masking(half_air, out, seed=1, fill="zero")
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_file_input_is_reoriented_to_lps(half_air, tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    img = sitk.GetImageFromArray(half_air[:, :, ::-1].copy())  # stored x-flipped ...
+    img.SetDirection((-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # ... with a flipped x axis: same anatomy
+    img.SetSpacing((0.8, 0.8, 2.5))
+    sitk.WriteImage(img, str(path))
+    volume, spacing = load_ct(path)
+    np.testing.assert_array_equal(volume, half_air)
+    assert spacing == pytest.approx((2.5, 0.8, 0.8))
+    assert masking_statistics(path, seed=3) == masking_statistics(half_air, seed=3)
+    from nnunet_subfore.cli import main
+
+    assert main(["show-masking", str(path), "-o", str(tmp_path / "cli.png")]) == 0
+    assert (tmp_path / "cli.png").read_bytes()[:8] == PNG
+
+
+def test_default_patch_and_padding():
+    assert default_patch_size((40, 100, 10), 16) == (32, 96, 16)
+    assert default_patch_size((200, 200, 200), 20) == (80, 80, 80)
+    vol = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    patch, offset = central_patch(vol, (8, 4, 8))
+    assert offset == (-2, 1, 0)
+    assert (patch[:2] == -1000).all() and (patch[6:] == -1000).all()
+    np.testing.assert_array_equal(patch[2:6], vol[:, 1:5, :])
+
+
+def test_small_image_is_padded_with_air():
+    vol = np.full((10, 40, 40), 50.0, dtype=np.float32)  # 10 slices: padded to one 16-voxel subvolume
+    vol[0, 0, 0] = -1000.0  # some air (outside the crop), so that it reads as CT
+    st = masking_statistics(vol)
+    assert st.patch_size == (16, 32, 32) and st.offset == (-3, 4, 4)
+    assert st.n_foreground == st.n_subvolumes == 4
+
+
+def test_bad_arguments_name_the_fix(half_air, tmp_path):
+    with pytest.raises(UserError, match=r"not divisible by the subvolume size 16 \(offending sides: \[50\]\).*\[64, 48, 48\]"):
+        masking_statistics(half_air, patch_size=[64, 48, 50])
+    with pytest.raises(UserError, match="ratio"):
+        masking_statistics(half_air, ratio=1.5)
+    with pytest.raises(UserError, match="does not exist"):
+        masking_statistics(tmp_path / "nope.nii.gz")
+    with pytest.raises(UserError, match="suffix"):
+        draw_masking(half_air, tmp_path / "figure")
+
+
+def test_non_hu_input_warns():
+    with pytest.warns(UserWarning, match="Hounsfield"):
+        masking_statistics(np.random.default_rng(0).random((32, 32, 32), dtype=np.float32))
