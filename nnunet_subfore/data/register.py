@@ -1,0 +1,461 @@
+"""Register a collection of unlabeled CT volumes as an nnU-Net raw dataset for pretraining.
+
+nnU-Net needs a label map per image, and takes its CT intensity statistics over labelled voxels
+only (with no guard against empty label maps). Each registered volume therefore gets its body
+mask as label 1 (:func:`nnunet_subfore.data.body_mask.body_mask`): the fingerprint then spans the
+whole body, lungs included, and ``percentile_00_5`` lies near air, as the HU foreground masking
+needs (``docs`` and DESIGN 4.2).
+
+Output, under ``raw_root/DatasetXXX_Name``::
+
+    imagesTr/<case>_0000.nii.gz   the CT volume, geometry (spacing, origin, direction) preserved
+    labelsTr/<case>.nii.gz        its body mask, uint8 label 1, same geometry
+    dataset.json                  channel "CT", labels background/body
+    subfore_registration.json     source file -> case, and the skipped files with reasons
+
+The dataset is written into a hidden folder beside its destination and moved into place at the
+end, so an interrupted or failed run leaves any earlier dataset untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from nnunet_subfore.data.body_mask import DEFAULT_THRESHOLD, body_mask
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.paths import dataset_folder_name, nnunet_folder
+
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+"""Single-file image formats read from folders (DICOM series are found separately)."""
+
+DATA_ENDINGS = (".raw", ".zraw", ".raw.gz")
+"""Pixel-data files that belong to a ``.mhd`` / ``.nhdr`` header; never read on their own."""
+
+DICOM_ENDINGS = (".dcm", ".ima", ".dicom")
+
+AIR_HU = -500.0
+"""A CT volume in HU has air: its 0.5th intensity percentile must lie below this."""
+
+REGISTRATION_FILE = "subfore_registration.json"
+
+_SAMPLE_VOXELS = 1_000_000  # voxels sampled for the CT plausibility check
+
+
+@dataclass
+class RegistrationReport:
+    """What :func:`register_unlabeled` did.
+
+    Args:
+        output_dir: the dataset folder (not written when nothing was registered).
+        registered: ``(case_id, source)`` per registered volume; a DICOM series' source is its folder.
+        skipped: ``(source, reason)`` per volume or file that was not registered.
+    """
+
+    output_dir: Path
+    registered: List[Tuple[str, Path]] = field(default_factory=list)
+    skipped: List[Tuple[Path, str]] = field(default_factory=list)
+
+    def exit_code(self) -> int:
+        """0: nothing skipped; 1: some skipped, at least one registered; 2: nothing registered."""
+        if not self.registered:
+            return 2
+        return 1 if self.skipped else 0
+
+
+class DatasetStaging:
+    """Build an nnU-Net raw dataset in a hidden folder beside its destination; move it into place on commit.
+
+    Refuses (at construction, before anything is written) when a dataset with the same ID exists
+    and ``force`` is False, and when the dataset folder or one it would replace overlaps a
+    protected path (the inputs). With ``force``, :meth:`commit` removes every ``DatasetXXX_*``
+    folder with the same ID and moves the new dataset in. Leaving the ``with`` block without
+    committing removes the staging folder and changes nothing else.
+
+    Args:
+        raw_root: the ``nnUNet_raw`` folder (created on entry if missing).
+        dataset_id: 1..999.
+        name: dataset name (letters, digits, '-').
+        force: replace existing datasets with this ID.
+        protected: paths that must neither contain nor lie inside the datasets written or replaced.
+    """
+
+    def __init__(
+        self,
+        raw_root: Path,
+        dataset_id: int,
+        name: str,
+        force: bool = False,
+        protected: Iterable[Path] = (),
+    ) -> None:
+        self.folder_name = dataset_folder_name(dataset_id, name)
+        self.raw_root = Path(raw_root).resolve()
+        self.destination = self.raw_root / self.folder_name
+        self.path = self.raw_root / f".{self.folder_name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._committed = False
+        replaced = set(p for p in self.raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p.is_dir())
+        if self.destination.exists() or self.destination.is_symlink():
+            replaced.add(self.destination)
+        self.replaced = sorted(replaced)
+        for source in protected:
+            source = Path(source).resolve()
+            for folder in [self.destination, *self.replaced]:
+                if _is_within(folder, source) or _is_within(source, folder):
+                    raise UserError(
+                        f"The dataset folder {folder} and the input {source} overlap (one lies inside the "
+                        f"other); inputs are never modified. Choose another raw root or move the input."
+                    )
+        if self.replaced and not force:
+            names = ", ".join(str(p) for p in self.replaced)
+            raise UserError(
+                f"{names} already exists (dataset ID {int(dataset_id)}) and was left unchanged. Pass --force "
+                f"(force=True) to replace it, or choose another dataset ID."
+            )
+
+    def __enter__(self) -> "DatasetStaging":
+        self.raw_root.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir()
+        return self
+
+    def commit(self) -> Path:
+        """Remove the datasets being replaced and move the staged one to its destination."""
+        for folder in self.replaced:
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+            else:
+                folder.unlink()
+        self.path.rename(self.destination)
+        self._committed = True
+        return self.destination
+
+    def __exit__(self, *exc) -> None:
+        if not self._committed and self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Volume:
+    """One input volume: an image file, or a DICOM series (its folder plus the series' files)."""
+
+    path: Path
+    name_parts: Tuple[str, ...]
+    dicom_files: Tuple[str, ...] = ()
+    series_uid: str = ""
+
+    def read(self) -> sitk.Image:
+        if self.dicom_files:
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(list(self.dicom_files))
+            return reader.Execute()
+        return sitk.ReadImage(str(self.path))
+
+
+def register_unlabeled(
+    sources: Sequence[Union[str, Path]],
+    dataset_id: int,
+    name: str,
+    raw_root: Optional[Union[str, Path]] = None,
+    force: bool = False,
+    body_threshold: float = DEFAULT_THRESHOLD,
+    progress: bool = True,
+) -> RegistrationReport:
+    """Register unlabeled CT volumes as ``DatasetXXX_Name`` with body masks as labels.
+
+    Inputs are files or folders (searched recursively, hidden entries ignored): NIfTI (``.nii``,
+    ``.nii.gz``), MetaImage (``.mha``, ``.mhd``), NRRD (``.nrrd``, ``.nhdr``) and DICOM series
+    (any folder holding DICOM files; each series a volume). Case names are the source folder's
+    name plus the path below it, reduced to letters, digits and '-', with a counter on collision.
+    Unreadable files, images that are not 3D single-channel volumes, intensities that are not CT
+    in HU (no air, or a [0, 1] / non-negative range) and empty body masks are skipped and
+    reported by name; the rest is registered. Volumes are processed one at a time.
+
+    Args:
+        sources: files and folders to register; they are only read.
+        dataset_id: nnU-Net dataset ID, 1..999.
+        name: dataset name (letters, digits, '-').
+        raw_root: the nnU-Net raw folder; ``$nnUNet_raw`` if None.
+        force: replace an existing dataset with this ID (any name); refused without it.
+        body_threshold: HU above which a voxel may be body (see :func:`body_mask`).
+        progress: show a progress bar (on stderr).
+
+    Returns:
+        A :class:`RegistrationReport`; a short summary naming skipped files is printed.
+
+    Raises:
+        UserError: bad ID or name, a missing source, no raw root, a dataset with this ID exists
+            and ``force`` is False, or the output and an input overlap.
+    """
+    folder_name = dataset_folder_name(dataset_id, name)
+    root = nnunet_folder("raw", raw_root)
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise UserError("No inputs given: pass the files or folders of unlabeled CT to register.")
+    for source in sources:
+        if not source.exists():
+            raise UserError(f"Input {source} does not exist. Check the path.")
+    staging = DatasetStaging(root, dataset_id, name, force=force, protected=sources)
+    volumes, skipped = _collect_volumes(sources)
+    report = RegistrationReport(output_dir=staging.destination, skipped=skipped)
+    if not volumes:
+        _print_summary(report, dataset_id, body_threshold, found_any=bool(skipped))
+        return report
+    cases = _case_names(volumes)
+    records = []
+    with staging:
+        (staging.path / "imagesTr").mkdir()
+        (staging.path / "labelsTr").mkdir()
+        bar = tqdm(
+            zip(volumes, cases), total=len(volumes), desc=f"register {folder_name}", unit="volume", disable=not progress
+        )
+        for volume, case in bar:
+            reason = _register_volume(volume, staging.path, case, body_threshold)
+            if reason is None:
+                report.registered.append((case, volume.path))
+                record = {"case": case, "source": str(volume.path)}
+                if volume.series_uid:
+                    record["dicom_series_uid"] = volume.series_uid
+                records.append(record)
+            else:
+                report.skipped.append((volume.path, reason))
+        if report.registered:
+            _write_dataset_json(staging.path, name, len(report.registered), body_threshold)
+            registration = {
+                "dataset": folder_name,
+                "body_threshold_hu": float(body_threshold),
+                "registered": records,
+                "skipped": [{"source": str(p), "reason": r} for p, r in report.skipped],
+            }
+            (staging.path / REGISTRATION_FILE).write_text(json.dumps(registration, indent=2) + "\n")
+            staging.commit()
+    _print_summary(report, dataset_id, body_threshold, found_any=True)
+    return report
+
+
+def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float) -> Optional[str]:
+    """Write one case into ``folder``; return None, or the reason it was skipped."""
+    try:
+        image = volume.read()
+    except (RuntimeError, OSError) as e:
+        return f"unreadable: {_error_message(e)}"
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        return f"not a 3D volume ({image.GetDimension()}D image of size {image.GetSize()})"
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return (
+            f"{image.GetNumberOfComponentsPerPixel()} components per voxel ({image.GetPixelIDTypeAsString()}); "
+            f"CT has one intensity per voxel"
+        )
+    if min(image.GetSize()) < 2:
+        return f"a single slice (size {image.GetSize()}), not a volume"
+    hu = sitk.GetArrayViewFromImage(image)
+    reason = _not_ct_reason(hu)
+    if reason is not None:
+        return reason
+    mask = body_mask(hu, threshold)
+    if not mask.any():
+        return f"empty body mask: no voxel above {threshold:g} HU"
+    label = sitk.GetImageFromArray(mask.astype(np.uint8))
+    label.CopyInformation(image)
+    del hu, mask
+    image_file = folder / "imagesTr" / f"{case}_0000.nii.gz"
+    label_file = folder / "labelsTr" / f"{case}.nii.gz"
+    try:
+        sitk.WriteImage(image, str(image_file), True)
+        sitk.WriteImage(label, str(label_file), True)
+    except RuntimeError as e:
+        image_file.unlink(missing_ok=True)
+        label_file.unlink(missing_ok=True)
+        return f"could not be written as NIfTI: {_error_message(e)}"
+    return None
+
+
+def _not_ct_reason(hu: np.ndarray) -> Optional[str]:
+    """None if the intensities look like CT in Hounsfield units, else why not."""
+    flat = hu.reshape(-1)
+    sample = flat[:: max(1, flat.size // _SAMPLE_VOXELS)].astype(np.float32)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return "no finite intensities (all NaN or infinite)"
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if low >= 0.0 and high <= 1.0:
+        return f"intensities in [{low:.3g}, {high:.3g}]: normalized values, not CT in Hounsfield units"
+    if low >= 0.0:
+        return (
+            f"no negative intensities (0.5th percentile {low:.4g}): MRI-like, or CT stored without its "
+            f"rescale intercept; not Hounsfield units"
+        )
+    if low > AIR_HU:
+        return (
+            f"no air: 0.5th intensity percentile {low:.4g} is above {AIR_HU:g} HU; not CT in Hounsfield "
+            f"units, or cropped to inside the body"
+        )
+    return None
+
+
+def _collect_volumes(sources: Sequence[Path]) -> Tuple[List[_Volume], List[Tuple[Path, str]]]:
+    """All volumes under ``sources`` (deduplicated, in a stable order), and inputs skipped on sight."""
+    volumes: List[_Volume] = []
+    skipped: List[Tuple[Path, str]] = []
+    seen = set()
+
+    def add(volume: _Volume, key) -> None:
+        if key not in seen:
+            seen.add(key)
+            volumes.append(volume)
+
+    for source in sources:
+        source = Path(os.path.abspath(source))  # absolute, but names as the user gave them (no symlink resolution)
+        if source.is_file():
+            kind = _file_kind(source.name)
+            if kind == "image":
+                add(_Volume(source, (source.parent.name, _strip_ending(source.name))), source.resolve())
+            elif kind == "data":
+                skipped.append((source, "a pixel-data file: pass its .mhd or .nhdr header instead"))
+            elif kind in ("dicom", "unknown-no-ending"):
+                series = [s for s in _dicom_series(source.parent, (source.parent.name,)) if str(source) in s.dicom_files]
+                if series:
+                    add(series[0], (source.parent.resolve(), series[0].series_uid))
+                else:
+                    skipped.append((source, "not a readable DICOM image"))
+            else:
+                skipped.append(
+                    (source, f"unsupported file type (supported: {', '.join(IMAGE_ENDINGS)}, DICOM folders)")
+                )
+            continue
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            folder = Path(dirpath)
+            prefix = (source.name, *folder.relative_to(source).parts)
+            dicom_candidates = []
+            for filename in sorted(f for f in filenames if not f.startswith(".")):
+                kind = _file_kind(filename)
+                if kind == "image":
+                    path = folder / filename
+                    add(_Volume(path, (*prefix, _strip_ending(filename))), path.resolve())
+                elif kind in ("dicom", "unknown-no-ending"):
+                    dicom_candidates.append(filename)
+            if dicom_candidates:
+                series = _dicom_series(folder, prefix)
+                for volume in series:
+                    add(volume, (folder.resolve(), volume.series_uid))
+                named = [f for f in dicom_candidates if _file_kind(f) == "dicom"]
+                if not series and named:
+                    skipped.append((folder, f"{len(named)} DICOM file(s) but no readable DICOM series"))
+    return volumes, skipped
+
+
+def _dicom_series(folder: Path, name_parts: Tuple[str, ...]) -> List[_Volume]:
+    """The DICOM series in ``folder`` (not its subfolders), one volume each, ordered by series UID."""
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM warns about every folder without a series
+    try:
+        uids = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError:
+        return []
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
+    volumes = []
+    for index, uid in enumerate(uids):
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+        parts = name_parts + ((f"series{index + 1}",) if len(uids) > 1 else ())
+        volumes.append(_Volume(folder, parts, dicom_files=files, series_uid=uid))
+    return volumes
+
+
+def _file_kind(filename: str) -> str:
+    """'image', 'data', 'dicom', 'unknown-no-ending' (may be DICOM) or 'unknown'."""
+    lower = filename.lower()
+    if lower.endswith(IMAGE_ENDINGS):
+        return "image"
+    if lower.endswith(DATA_ENDINGS):
+        return "data"
+    if lower.endswith(DICOM_ENDINGS):
+        return "dicom"
+    suffix = Path(lower).suffix
+    if suffix == "" or suffix[1:].isdigit():  # DICOM files often have no ending, or end in a UID part
+        return "unknown-no-ending"
+    return "unknown"
+
+
+def _strip_ending(filename: str) -> str:
+    lower = filename.lower()
+    for ending in IMAGE_ENDINGS:
+        if lower.endswith(ending):
+            return filename[: -len(ending)]
+    return filename
+
+
+def _case_names(volumes: Sequence[_Volume]) -> List[str]:
+    """Unique case IDs made of ``[A-Za-z0-9-]``; a counter (``-2``, ``-3``, ...) resolves collisions."""
+    used = set()
+    names = []
+    for volume in volumes:
+        base = re.sub(r"[^A-Za-z0-9-]+", "-", "-".join(p for p in volume.name_parts if p))
+        base = re.sub(r"-{2,}", "-", base).strip("-") or "case"
+        candidate, counter = base, 1
+        while candidate.lower() in used:  # case-insensitive: file systems may be
+            counter += 1
+            candidate = f"{base}-{counter}"
+        used.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
+def _write_dataset_json(folder: Path, name: str, num_training: int, threshold: float) -> None:
+    dataset_json = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "body": 1},
+        "numTraining": int(num_training),
+        "file_ending": ".nii.gz",
+        "name": name,
+        "description": (
+            "Unlabeled CT registered by nnunet-subfore for masked-image-modeling pretraining. labelsTr "
+            f"holds body masks, not anatomy: label 1 = body (above {threshold:g} HU, largest connected "
+            "component, holes filled slice by slice so lungs and airways count). They make nnU-Net's CT "
+            "intensity statistics span the whole body, air included. Sources: subfore_registration.json."
+        ),
+    }
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+
+
+def _print_summary(report: RegistrationReport, dataset_id: int, threshold: float, found_any: bool) -> None:
+    n_reg, n_skip = len(report.registered), len(report.skipped)
+    if n_reg:
+        print(
+            f"Registered {n_reg} of {n_reg + n_skip} volume(s) as {report.output_dir.name} in {report.output_dir.parent} "
+            f"(labels: body masks above {threshold:g} HU)."
+        )
+    elif found_any:
+        print(f"Nothing registered: every input was skipped; {report.output_dir} was not written.")
+    else:
+        print(
+            f"Nothing registered: no image files or DICOM series found in the inputs (looked for "
+            f"{', '.join(IMAGE_ENDINGS)} and DICOM); {report.output_dir} was not written."
+        )
+    if n_skip:
+        print(f"Skipped {n_skip}:")
+        for path, reason in report.skipped:
+            print(f"  {path}: {reason}")
+    if n_reg:
+        print(f"Next: nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c 3d_fullres --verify_dataset_integrity")
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _error_message(error: BaseException) -> str:
+    """The informative part of an exception's message: SimpleITK's start with the C++ location."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return re.sub(r"^(sitk::ERROR|ITK ERROR):\s*", "", lines[-1]) if lines else type(error).__name__
