@@ -28,6 +28,7 @@ from nnunet_subfore.errors import UserError
 from nnunet_subfore.intensity import CTIntensityMapping
 from nnunet_subfore.losses import MaskedL1Loss
 from nnunet_subfore.masking import ForegroundMasker
+from nnunet_subfore.networks import build_network
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
 
 #: Seed of the masks drawn for validation (the same every epoch, so validation losses compare).
@@ -48,6 +49,13 @@ class SubForePretrainTrainer(SubForeTrainerBase):
     mask_fill = "noise"  # or "zero"
     hu_window = (-175.0, 250.0)
     hu_threshold = 0.1
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        # the output is the reconstructed input, not class logits
+        return build_network(cls.backbone, configuration_manager.patch_size, num_input_channels,
+                             num_input_channels, cls.architecture)
 
     def initialize(self):
         try:
