@@ -156,11 +156,12 @@ def adapt_state_dict(
     network_state: Dict[str, torch.Tensor],
     backbone: str,
     token_grid: Optional[Sequence[int]] = None,
+    checkpoint_token_grid: Optional[Sequence[int]] = None,
 ) -> Tuple[Dict[str, torch.Tensor], TransferReport]:
     """Adapt input channels (stem) and UNETR position embeddings of ``checkpoint_state`` to ``network_state``.
 
-    ``token_grid`` is the target UNETR's token grid (patch size // 16); the checkpoint's grid is
-    taken to be cubic (the pretraining patch is cubic in the paper's setting).
+    ``token_grid`` / ``checkpoint_token_grid`` are the UNETR token grids (patch size // 16) of the
+    target and the checkpoint; when not given they are taken to be cubic.
 
     Returns the adapted state dict (head keys dropped) and the transfer report after adaptation.
     Raises UserError when something other than these differs.
@@ -177,13 +178,24 @@ def adapt_state_dict(
         src, dst = adapted[POSITION_EMBEDDING_KEY], network_state[POSITION_EMBEDDING_KEY]
         if src.shape != dst.shape and src.shape[2] == dst.shape[2]:
             adapted[POSITION_EMBEDDING_KEY] = interpolate_position_embeddings(
-                src, _cube_grid(src.shape[1], "checkpoint"),
+                src,
+                tuple(checkpoint_token_grid) if checkpoint_token_grid is not None else _cube_grid(src.shape[1], "checkpoint"),
                 tuple(token_grid) if token_grid is not None else _cube_grid(dst.shape[1], "target"),
             )
             names.append(POSITION_EMBEDDING_KEY)
     report = compare_state_dicts(network_state, adapted)
     report.adapted = names
     return adapted, report
+
+
+def source_token_grid(checkpoint: dict) -> Optional[Tuple[int, int, int]]:
+    """The UNETR token grid a SubFore checkpoint was trained with, from the plans it saved (None if unknown)."""
+    try:
+        args = checkpoint["init_args"]
+        patch = args["plans"]["configurations"][args["configuration"]]["patch_size"]
+        return tuple(int(p) // 16 for p in patch)
+    except (KeyError, TypeError):
+        return None
 
 
 def _cube_grid(n_tokens: int, what: str) -> Tuple[int, int, int]:
@@ -233,7 +245,8 @@ def adapt_checkpoint(
                 checkpoint_backbone, trainer_name,
             )
         )
-    adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, backbone, token_grid)
+    adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, backbone, token_grid,
+                                       source_token_grid(checkpoint))
     if not report.ok:
         raise UserError(
             f"{source} cannot be adapted to {trainer_name} with {num_input_channels} input channel(s):\n"

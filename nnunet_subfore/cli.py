@@ -71,6 +71,10 @@ def _cmd_plans(args) -> int:
         force=args.force,
     )
     print(f"Wrote {out}")
+    name = out.parent.name
+    if args.hu_window:
+        print(f"Preprocess it:  nnUNetv2_preprocess -d {name} -plans_name {args.plans_name} -c {args.configuration}")
+    print(f"Train with it:  nnUNetv2_train {name} {args.configuration} FOLD -tr TRAINER -p {args.plans_name}")
     return 0
 
 
@@ -127,7 +131,7 @@ def _cmd_show_masking(args) -> int:
 def _cmd_demo(args) -> int:
     from nnunet_subfore.demo import run_demo
 
-    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick)
+    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick, folds=args.folds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic CT (CPU, a few minutes)")
     p.add_argument("--workdir", default="subfore_demo", help="folder for nnUNet_raw/preprocessed/results (default: ./subfore_demo)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty work folder, replacing earlier demo output")
-    p.add_argument("--quick", action="store_true", help="2 folds' worth of the chain only: for tests")
+    p.add_argument("--quick", action="store_true", help="one fold, fewer cases (what the test suite runs)")
+    p.add_argument("--folds", nargs="+", type=int, help="downstream folds to fine-tune (default 0 1; all five: 0 1 2 3 4)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

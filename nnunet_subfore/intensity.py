@@ -65,7 +65,7 @@ class CTIntensityMapping:
             raise KeyError(
                 f"Configuration {configuration!r} is not in the plans (available: {sorted(configurations)})."
             )
-        schemes = _resolve(configurations, configuration).get("normalization_schemes")
+        schemes = resolve_configuration(configurations, configuration).get("normalization_schemes")
         if schemes is None or channel >= len(schemes):
             raise KeyError(f"The plans give no normalization scheme for channel {channel} of {configuration!r}.")
         if schemes[channel] != CT_SCHEME:
@@ -127,12 +127,12 @@ class CTIntensityMapping:
         return threshold_hu
 
 
-def _resolve(configurations: Mapping, name: str) -> dict:
+def resolve_configuration(configurations: Mapping, name: str) -> dict:
     """Configuration dict with nnU-Net's ``inherits_from`` resolved."""
     config = dict(configurations[name])
     parent = config.pop("inherits_from", None)
     if parent is None:
         return config
-    merged = _resolve(configurations, parent)
+    merged = resolve_configuration(configurations, parent)
     merged.update(config)
     return merged

@@ -64,23 +64,33 @@ class SubForeTrainerBase(nnUNetTrainer):
 
     # ----------------------------------------------------------------------------------------------
     # patch size: the backbone's rules, written into the plans that plans.json saves
-    def _fit_patch_size(self) -> None:
-        planned = tuple(int(p) for p in self.configuration_manager.patch_size)
-        if self.patch_size is not None:
-            patch = tuple(int(p) for p in self.patch_size)
-            reason = f"{self.__class__.__name__}.patch_size"
-        else:
-            patch = valid_patch_size(planned, patch_divisor(self.backbone, self.subvolume_size))
-            reason = f"{self.backbone} needs sides divisible by {patch_divisor(self.backbone, self.subvolume_size)}"
+    @classmethod
+    def fitted_patch_size(cls, planned: Sequence[int]) -> Tuple[Tuple[int, int, int], str]:
+        """The patch this trainer trains on, given the planned one, and why it differs (if it does).
+
+        Raises:
+            UserError: no valid patch (e.g. a 2D configuration, or an invalid forced ``patch_size``).
+        """
+        planned = tuple(int(p) for p in planned)
+        divisor = patch_divisor(cls.backbone, cls.subvolume_size)
         try:
-            check_patch_size(self.backbone, patch, self.architecture)
-            if self.subvolume_size and any(p % self.subvolume_size for p in patch):
-                raise ValueError(f"patch {patch} is not divisible by the masking subvolume size {self.subvolume_size}")
+            if cls.patch_size is not None:
+                patch, reason = tuple(int(p) for p in cls.patch_size), f"{cls.__name__}.patch_size"
+            else:
+                patch, reason = valid_patch_size(planned, divisor), f"{cls.backbone} needs sides divisible by {divisor}"
+            check_patch_size(cls.backbone, patch, cls.architecture)
+            if any(p % divisor for p in patch):
+                raise ValueError(f"patch {patch} is not divisible by {divisor}")
         except ValueError as e:
             raise UserError(
-                f"No valid patch for {self.__class__.__name__} from the planned {planned}: {e}. Set a valid patch "
+                f"No valid patch for {cls.__name__} from the planned {planned}: {e}. Set a valid patch "
                 f"with `nnunet-subfore plans -d DATASET --patch D H W` and train with -p SubForePlans."
             ) from e
+        return patch, reason
+
+    def _fit_patch_size(self) -> None:
+        planned = tuple(int(p) for p in self.configuration_manager.patch_size)
+        patch, reason = self.fitted_patch_size(planned)
         if patch != planned:
             self.print_to_log_file(
                 f"Patch size moved from the planned {list(planned)} to {list(patch)} ({reason}); "

@@ -24,7 +24,7 @@ from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase
 
 def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
     """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("-pretrained_weights", default=None)
     known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return Path(known.pretrained_weights) if known.pretrained_weights else None

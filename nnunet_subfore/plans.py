@@ -1,0 +1,107 @@
+"""The ``SubForePlans`` preset: nnU-Net plans derived from a dataset's ``nnUNetPlans``.
+
+Changes only what UNETR/SwinUNETR and the masking need:
+
+* the 3d patch (default the paper's 96^3; sides divisible by 32, valid for both backbones and
+  for 16^3 masking subvolumes) and optionally the batch size;
+* optionally a fixed HU window as the CT normalization (``--hu-window LO HI``): intensities are
+  clipped to [LO, HI] and mapped to [-1, 1], the same for every dataset, so the HU threshold of the
+  masking stays visible whatever the labels cover. The preset then gets its own data identifier and
+  must be preprocessed: ``nnUNetv2_preprocess -d ID -plans_name SubForePlans -c 3d_fullres``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+from nnunet_subfore.errors import UserError
+from nnunet_subfore.intensity import CT_SCHEME, resolve_configuration
+from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+
+PATCH_MULTIPLE = 32  # SwinUNETR 32, UNETR 16, masking subvolumes 16
+
+
+def derive_plans(
+    plans: dict,
+    patch_size: Sequence[int] = (96, 96, 96),
+    batch_size: Optional[int] = None,
+    hu_window: Optional[Tuple[float, float]] = None,
+    configuration: str = "3d_fullres",
+    target_plans: str = "SubForePlans",
+) -> dict:
+    """The preset as a new plans dict (``plans`` is not modified).
+
+    Args:
+        plans: the source plans (content of ``nnUNetPlans.json``).
+        patch_size: 3d patch; every side a positive multiple of 32.
+        batch_size: new batch size, or None to keep the source's.
+        hu_window: (low, high) HU: fixed CT normalization instead of the dataset's foreground statistics.
+        configuration: the configuration to keep (the preset holds only this one, inheritance resolved).
+        target_plans: the preset's name (``plans_name``, file name, data identifier prefix).
+    """
+    configurations = plans.get("configurations", {})
+    if configuration not in configurations:
+        raise UserError(f"The source plans have no configuration {configuration!r} (available: {sorted(configurations)}).")
+    patch = [int(p) for p in patch_size]
+    if len(patch) != 3 or any(p <= 0 or p % PATCH_MULTIPLE for p in patch):
+        raise UserError(
+            f"--patch {' '.join(map(str, patch))} is invalid: give 3 sides, each a positive multiple of "
+            f"{PATCH_MULTIPLE} (SwinUNETR needs 32, UNETR and the 16^3 masking subvolumes 16), e.g. 96 96 96."
+        )
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    new = copy.deepcopy(plans)
+    config = resolve_configuration(configurations, configuration)
+    config["patch_size"] = patch
+    if batch_size is not None:
+        config["batch_size"] = int(batch_size)
+    if hu_window is not None:
+        lo, hi = float(hu_window[0]), float(hu_window[1])
+        if not hi > lo:
+            raise UserError(f"--hu-window needs LO < HI, got {lo} {hi}.")
+        schemes = config.get("normalization_schemes", [])
+        if CT_SCHEME not in schemes:
+            raise UserError(
+                f"--hu-window applies to CT channels, but {configuration!r} normalizes with {schemes}; "
+                f"leave out --hu-window for non-CT data."
+            )
+        for channel, scheme in enumerate(schemes):
+            if scheme == CT_SCHEME:
+                props = new["foreground_intensity_properties_per_channel"][str(channel)]
+                props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": (lo + hi) / 2, "std": (hi - lo) / 2})
+        config["data_identifier"] = f"{target_plans}_{configuration}"
+    new["plans_name"] = target_plans
+    new["configurations"] = {configuration: config}
+    return new
+
+
+def write_subfore_plans(
+    dataset: Union[int, str],
+    patch_size: Sequence[int] = (96, 96, 96),
+    batch_size: Optional[int] = None,
+    hu_window: Optional[Tuple[float, float]] = None,
+    source_plans: str = "nnUNetPlans",
+    target_plans: str = "SubForePlans",
+    configuration: str = "3d_fullres",
+    force: bool = False,
+    preprocessed_root: Optional[Path] = None,
+) -> Path:
+    """Write ``$nnUNet_preprocessed/<Dataset>/<target_plans>.json`` (see :func:`derive_plans`)."""
+    root = nnunet_folder("preprocessed", preprocessed_root)
+    name = find_dataset_name(dataset, root)
+    source = root / name / f"{source_plans}.json"
+    target = root / name / f"{target_plans}.json"
+    if not source.is_file():
+        raise UserError(
+            f"{source} does not exist. Plan the dataset first: `nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration}`."
+        )
+    if target == source:
+        raise UserError(f"The preset may not replace its source {source}: choose another --plans-name.")
+    if target.exists() and not force:
+        raise UserError(f"{target} exists; pass --force to replace it.")
+    new = derive_plans(json.loads(source.read_text()), patch_size, batch_size, hu_window, configuration, target_plans)
+    target.write_text(json.dumps(new, indent=4))
+    return target
