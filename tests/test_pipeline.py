@@ -1,0 +1,189 @@
+"""End to end through nnU-Net's own commands: the demo chain, SwinUNETR and UNETR transfer, predict.
+
+Slow (a few minutes): they share one ``nnunet-subfore demo --quick`` run (conftest.demo_run).
+Select with ``pytest -m slow``; CI runs them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import run
+from nnunet_subfore.demo import (
+    DOWNSTREAM_ID,
+    DOWNSTREAM_NAME,
+    DOWNSTREAM_PLANS,
+    FINETUNER,
+    PRETRAIN_ID,
+    PRETRAIN_NAME,
+    PRETRAINER,
+    SCRATCH,
+)
+
+pytestmark = pytest.mark.slow
+
+PRETRAIN = f"Dataset{PRETRAIN_ID}_{PRETRAIN_NAME}"
+DOWNSTREAM = f"Dataset{DOWNSTREAM_ID}_{DOWNSTREAM_NAME}"
+
+
+def result_dir(env, dataset, trainer, plans="nnUNetPlans") -> Path:
+    return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__3d_fullres"
+
+
+def assert_same_geometry(prediction: Path, image: Path):
+    pred, img = sitk.ReadImage(str(prediction)), sitk.ReadImage(str(image))
+    assert pred.GetSize() == img.GetSize()
+    np.testing.assert_allclose(pred.GetSpacing(), img.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(pred.GetOrigin(), img.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(pred.GetDirection(), img.GetDirection(), atol=1e-6)
+
+
+def assert_predictions_for_held_out_cases(pred_dir: Path, env):
+    images = sorted((Path(env["nnUNet_raw"]) / DOWNSTREAM / "imagesTs").glob("*_0000.nii.gz"))
+    assert images
+    for image in images:
+        prediction = pred_dir / image.name.replace("_0000.nii.gz", ".nii.gz")
+        assert prediction.is_file(), f"no prediction for {image.name}"
+        assert_same_geometry(prediction, image)
+        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(prediction))))) <= {0, 1, 2, 3}
+
+
+def assert_validation_summary(run_dir: Path, fold: int = 0):
+    summary = json.loads((run_dir / f"fold_{fold}" / "validation" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"1", "2", "3"}  # liver, spleen, kidneys
+    assert all(0.0 <= summary["mean"][c]["Dice"] <= 1.0 for c in summary["mean"])
+
+
+@pytest.fixture(scope="session")
+def unetr_checkpoint(demo_run):
+    _, env, _ = demo_run
+    run(["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr", "SubForePretrainTrainer_UNETR_demo",
+         "-device", "cpu"], env, training=True)
+    return result_dir(env, PRETRAIN, "SubForePretrainTrainer_UNETR_demo") / "fold_0" / "checkpoint_final.pth"
+
+
+def test_demo_prints_tables_and_writes_its_outputs(demo_run):
+    workdir, _, done = demo_run
+    out = done.stdout
+    assert "Cross-validation" in out and "Held-out" in out
+    for name in ("liver", "spleen", "kidneys", FINETUNER, SCRATCH):
+        assert name in out
+    summary = workdir / "summary"
+    for pattern in ("*.md", "*.csv", "*.png"):
+        assert list(summary.glob(pattern)), pattern
+    assert (summary / "masking.png").stat().st_size > 10_000
+
+
+def test_pretraining_run_is_complete_and_loads_on_cpu(demo_run):
+    _, env, _ = demo_run
+    run_dir = result_dir(env, PRETRAIN, PRETRAINER)
+    plans = json.loads((run_dir / "plans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["patch_size"] == [32, 32, 32]
+    fold = run_dir / "fold_0"
+    assert (fold / "checkpoint_best.pth").is_file()
+    checkpoint = torch.load(fold / "checkpoint_final.pth", weights_only=False)  # no map_location, like nnU-Net's loader
+    assert all(t.device.type == "cpu" for t in checkpoint["network_weights"].values())
+    logging = checkpoint["logging"]
+    assert len(logging["val_losses"]) == len(logging["train_losses"]) == 4
+    metrics = json.loads((fold / "validation" / "reconstruction_metrics.json").read_text())
+    assert np.isfinite(metrics["mean_masked_l1"]) and metrics["per_case"]
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "HU foreground criterion" in log and "Pseudo dice" not in log
+
+
+def test_pretrained_weights_transfer_exactly(demo_run, monkeypatch):
+    """nnU-Net's own -pretrained_weights path, in-process: every tensor but the head equals the checkpoint's."""
+    _, env, _ = demo_run
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, env[key])
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    checkpoint = result_dir(env, PRETRAIN, PRETRAINER) / "fold_0" / "checkpoint_final.pth"
+    trainer = get_trainer_from_args(str(DOWNSTREAM_ID), "3d_fullres", 4, FINETUNER, DOWNSTREAM_PLANS,
+                                    device=torch.device("cpu"))
+    maybe_load_checkpoint(trainer, False, False, str(checkpoint))
+    loaded = trainer.network.state_dict()
+    pretrained = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    body = [k for k in loaded if ".seg_layers." not in k]
+    assert len(body) > 100
+    for key in body:
+        assert torch.equal(loaded[key], pretrained[key]), key
+    head = [k for k in loaded if ".seg_layers." in k]
+    assert head and loaded[head[0]].shape[0] == 4 and pretrained[head[0]].shape[0] == 1
+
+
+def test_swinunetr_finetuning_validation_and_predictions(demo_run):
+    workdir, env, _ = demo_run
+    for trainer in (FINETUNER, SCRATCH):
+        run_dir = result_dir(env, DOWNSTREAM, trainer, DOWNSTREAM_PLANS)
+        assert_validation_summary(run_dir)
+        assert json.loads((run_dir / "plans.json").read_text())["configurations"]["3d_fullres"]["patch_size"] == [32, 32, 32]
+        assert_predictions_for_held_out_cases(workdir / "predictions" / trainer, env)
+    log = next((result_dir(env, DOWNSTREAM, FINETUNER, DOWNSTREAM_PLANS) / "fold_0").glob("training_log_*")).read_text()
+    assert "carried over" in log
+
+
+def test_checkpoint_of_the_other_backbone_gives_a_clear_error(demo_run, unetr_checkpoint):
+    _, env, _ = demo_run
+    done = run(["nnUNetv2_train", str(DOWNSTREAM_ID), "3d_fullres", "1", "-tr", "SubForeSwinUNETRTrainer_short",
+                "-p", DOWNSTREAM_PLANS, "-device", "cpu", "-pretrained_weights", str(unetr_checkpoint)],
+               env, training=True, check=False)
+    assert done.returncode != 0
+    assert "is a unetr network" in done.stderr and "SubForeUNETRTrainer" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unetr_chain_at_another_patch_through_adapt_checkpoint(demo_run, unetr_checkpoint, tmp_path):
+    _, env, _ = demo_run
+    trainer = "SubForeUNETRTrainer_widepatch"
+    train = ["nnUNetv2_train", str(DOWNSTREAM_ID), "3d_fullres", "0", "-tr", trainer, "-p", DOWNSTREAM_PLANS,
+             "-device", "cpu", "-pretrained_weights"]
+    # the stock loader cannot take other position embeddings: a clear error that names the fix
+    refused = run(train + [str(unetr_checkpoint)], env, training=True, check=False)
+    assert refused.returncode != 0 and "adapt-checkpoint" in refused.stderr and "Traceback" not in refused.stderr
+
+    adapted = tmp_path / "adapted.pth"
+    plans = Path(env["nnUNet_preprocessed"]) / DOWNSTREAM / f"{DOWNSTREAM_PLANS}.json"
+    done = run(["nnunet-subfore", "adapt-checkpoint", str(unetr_checkpoint), "--plans", str(plans), "-c", "3d_fullres",
+                "-tr", trainer, "--num-input-channels", "1", "-o", str(adapted)], env)
+    assert "position_embeddings" in done.stdout
+    pos = torch.load(adapted, weights_only=False)["network_weights"]["backbone.vit.patch_embedding.position_embeddings"]
+    assert pos.shape[1] == 2 * 4 * 4
+
+    run(train + [str(adapted)], env, training=True)
+    run_dir = result_dir(env, DOWNSTREAM, trainer, DOWNSTREAM_PLANS)
+    assert_validation_summary(run_dir)
+    pred = tmp_path / "pred"
+    run(["nnUNetv2_predict", "-i", str(Path(env["nnUNet_raw"]) / DOWNSTREAM / "imagesTs"), "-o", str(pred),
+         "-d", str(DOWNSTREAM_ID), "-c", "3d_fullres", "-tr", trainer, "-p", DOWNSTREAM_PLANS, "-f", "0",
+         "-device", "cpu", "-npp", "1", "-nps", "1"], env)
+    assert_predictions_for_held_out_cases(pred, env)
+
+
+def test_pretraining_loss_falls(demo_run):
+    _, env, _ = demo_run
+    trainer = "SubForePretrainTrainer_losstest"
+    run(["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "1", "-tr", trainer, "-device", "cpu"], env, training=True)
+    checkpoint = result_dir(env, PRETRAIN, trainer) / "fold_1" / "checkpoint_final.pth"
+    losses = torch.load(checkpoint, weights_only=False)["logging"]["train_losses"]
+    assert len(losses) == 6
+    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+
+
+def test_intensity_trap_stops_pretraining_at_initialization(demo_run):
+    """The downstream set's own plans clip CT at its labelled organs (tens of HU): masking would see no air."""
+    _, env, _ = demo_run
+    plans = json.loads((Path(env["nnUNet_preprocessed"]) / DOWNSTREAM / "nnUNetPlans.json").read_text())
+    assert plans["foreground_intensity_properties_per_channel"]["0"]["percentile_00_5"] > -132.5
+    done = run(["nnUNetv2_train", str(DOWNSTREAM_ID), "3d_fullres", "0", "-tr", PRETRAINER, "-device", "cpu"],
+               env, training=True, check=False)
+    assert done.returncode != 0
+    assert "every subvolume would count as foreground" in done.stderr
+    assert "register-unlabeled" in done.stderr and "--hu-window" in done.stderr
+    assert "Traceback" not in done.stderr
