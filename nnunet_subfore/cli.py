@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", dest="name", required=True, help="dataset name, e.g. CTPretrain")
     p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("--body-threshold", type=float, default=-500.0, help="HU above which a voxel may be body (default -500)")
-    p.add_argument("--force", action="store_true", help="write into an existing dataset folder")
+    p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID and another name is refused)")
     p.set_defaults(func=_cmd_register_unlabeled)
 
     p = sub.add_parser("convert", help="convert a public dataset (btcv, flare22, mmwhs, amos22, brats, luna16, covid19)")

@@ -84,7 +84,9 @@ def test_bad_arguments_are_named():
         make_phantom(0, SHAPE, (1.0, 0.0, 1.0))
 
 
-def test_write_labelled_dataset(tmp_path):
+def test_write_labelled_dataset(tmp_path, monkeypatch):
+    for name in ("nnUNet_preprocessed", "nnUNet_results"):  # also checked for the ID: keep the user's out
+        monkeypatch.delenv(name, raising=False)
     folder = write_labelled_dataset(tmp_path, 7, "Phantoms", num_training=3, num_test=2, seed=1, shape=SHAPE,
                                     spacing=(2.0, 1.0, 1.0))
     assert folder == (tmp_path / "Dataset007_Phantoms").resolve()
@@ -103,11 +105,14 @@ def test_write_labelled_dataset(tmp_path):
 
     before = (folder / "imagesTr" / "phantom_000_0000.nii.gz").read_bytes()
     with pytest.raises(UserError, match="force"):
-        write_labelled_dataset(tmp_path, 7, "Other", num_training=1, shape=SHAPE)
+        write_labelled_dataset(tmp_path, 7, "Phantoms", num_training=1, shape=SHAPE)
+    for force in (False, True):  # the same ID with another name: refused, --force replaces this dataset only
+        with pytest.raises(UserError, match="already used by Dataset007_Phantoms"):
+            write_labelled_dataset(tmp_path, 7, "Other", num_training=1, shape=SHAPE, force=force)
     assert (folder / "imagesTr" / "phantom_000_0000.nii.gz").read_bytes() == before
 
-    replaced = write_labelled_dataset(tmp_path, 7, "Other", num_training=1, shape=SHAPE, force=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset007_Other"]
+    replaced = write_labelled_dataset(tmp_path, 7, "Phantoms", num_training=1, shape=SHAPE, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset007_Phantoms"]
     assert json.loads((replaced / "dataset.json").read_text())["numTraining"] == 1
 
 

@@ -22,6 +22,13 @@ c, s = np.cos(0.3), np.sin(0.3)
 OBLIQUE = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
 
 
+@pytest.fixture(autouse=True)
+def _no_nnunet_folders(monkeypatch):
+    """The same-ID check also looks in $nnUNet_preprocessed / $nnUNet_results: keep the user's out of these tests."""
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv("nnUNet_results", raising=False)
+
+
 def _write(path: Path, array: np.ndarray, spacing=(2.0, 0.8, 0.8), origin=(0.0, 0.0, 0.0), direction=None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(to_sitk(array, spacing, origin, direction), str(path), True)
@@ -93,15 +100,19 @@ def test_registers_ct_and_reports_bad_files(tmp_path, sources, capsys):
     assert not [p for p in raw.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
 
-def test_existing_dataset_needs_force_and_force_replaces(tmp_path, sources):
+def test_existing_dataset_needs_force_and_another_name_is_refused_even_with_force(tmp_path, sources):
     raw = tmp_path / "raw"
     first = register_unlabeled(sources, 601, "CTPretrain", raw_root=raw, progress=False)
     before = _snapshot(first.output_dir)
 
-    for name in ("CTPretrain", "OtherName"):  # the same folder, or another folder with the same ID
+    with pytest.raises(UserError) as error:  # the same folder
+        register_unlabeled(sources[:1], 601, "CTPretrain", raw_root=raw, progress=False)
+    assert "Dataset601_CTPretrain" in str(error.value) and "--force" in str(error.value)
+    for force in (False, True):  # another folder with the same ID: --force replaces this dataset, not another one
         with pytest.raises(UserError) as error:
-            register_unlabeled(sources[:1], 601, name, raw_root=raw, progress=False)
-        assert "Dataset601_CTPretrain" in str(error.value) and "--force" in str(error.value)
+            register_unlabeled(sources[:1], 601, "OtherName", raw_root=raw, force=force, progress=False)
+        assert "Dataset601_CTPretrain" in str(error.value) and "another dataset ID" in str(error.value)
+        assert "by hand" in str(error.value)
     assert _snapshot(first.output_dir) == before
 
     again = register_unlabeled(sources[1:], 601, "CTPretrain", raw_root=raw, force=True, progress=False)
@@ -109,9 +120,19 @@ def test_existing_dataset_needs_force_and_force_replaces(tmp_path, sources):
     assert sorted(p.name for p in (again.output_dir / "labelsTr").iterdir()) == [
         "mha-sub-scan0.nii.gz", "mha-sub-scan1.nii.gz"]
 
-    renamed = register_unlabeled(sources[1:], 601, "Renamed", raw_root=raw, force=True, progress=False)
-    assert sorted(p.name for p in raw.iterdir()) == ["Dataset601_Renamed"]
-    assert json.loads((renamed.output_dir / "dataset.json").read_text())["numTraining"] == 2
+    with pytest.raises(UserError, match="already used by Dataset601_CTPretrain"):
+        register_unlabeled(sources[:1], 601, "Renamed", raw_root=raw, force=True, progress=False)
+    assert sorted(p.name for p in raw.iterdir()) == ["Dataset601_CTPretrain"]
+    assert json.loads((again.output_dir / "dataset.json").read_text())["numTraining"] == 2
+
+
+def test_id_used_by_another_name_in_results_is_refused(tmp_path, sources, monkeypatch):
+    results = tmp_path / "results"
+    (results / "Dataset601_Trained").mkdir(parents=True)
+    monkeypatch.setenv("nnUNet_results", str(results))
+    with pytest.raises(UserError, match="already used by Dataset601_Trained"):
+        register_unlabeled(sources, 601, "CTPretrain", raw_root=tmp_path / "raw", force=True, progress=False)
+    assert not (tmp_path / "raw").exists()
 
 
 def test_sources_are_left_untouched(tmp_path, sources):

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_subfore.data.register import DatasetStaging
+from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
 
 Shape = Tuple[int, int, int]
@@ -210,13 +210,14 @@ def write_labelled_dataset(
         seed: base seed.
         shape: ``(z, y, x)`` size of each phantom.
         spacing: ``(z, y, x)`` voxel size in mm.
-        force: replace an existing dataset with this ID; without it that is refused.
+        force: replace an existing ``DatasetXXX_name``; without it that is refused. A dataset with this
+            ID and another name is refused even with ``force`` (see :mod:`nnunet_subfore.data.staging`).
 
     Returns:
         The dataset folder ``raw_root/DatasetXXX_name``.
 
     Raises:
-        UserError: a dataset with this ID exists and ``force`` is False.
+        UserError: the dataset exists and ``force`` is False, or the ID is used by another dataset name.
         ValueError: bad counts, shape or spacing.
     """
     if int(num_training) < 1:

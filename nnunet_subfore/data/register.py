@@ -13,8 +13,10 @@ Output, under ``raw_root/DatasetXXX_Name``::
     dataset.json                  channel "CT", labels background/body
     subfore_registration.json     source file -> case, and the skipped files with reasons
 
-The dataset is written into a hidden folder beside its destination and moved into place at the
-end, so an interrupted or failed run leaves any earlier dataset untouched.
+The dataset folder is claimed through :class:`nnunet_subfore.data.staging.DatasetStaging`: an
+existing ``DatasetXXX_Name`` is replaced only with ``force``, an ID used by another dataset name is
+refused even then, and the dataset is written into a hidden folder beside its destination and moved
+into place at the end, so an interrupted or failed run leaves any earlier dataset untouched.
 """
 
 from __future__ import annotations
@@ -22,17 +24,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunet_subfore.data.body_mask import DEFAULT_THRESHOLD, body_mask
+from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import dataset_folder_name, nnunet_folder
 
@@ -71,76 +72,6 @@ class RegistrationReport:
         if not self.registered:
             return 2
         return 1 if self.skipped else 0
-
-
-class DatasetStaging:
-    """Build an nnU-Net raw dataset in a hidden folder beside its destination; move it into place on commit.
-
-    Refuses (at construction, before anything is written) when a dataset with the same ID exists
-    and ``force`` is False, and when the dataset folder or one it would replace overlaps a
-    protected path (the inputs). With ``force``, :meth:`commit` removes every ``DatasetXXX_*``
-    folder with the same ID and moves the new dataset in. Leaving the ``with`` block without
-    committing removes the staging folder and changes nothing else.
-
-    Args:
-        raw_root: the ``nnUNet_raw`` folder (created on entry if missing).
-        dataset_id: 1..999.
-        name: dataset name (letters, digits, '-').
-        force: replace existing datasets with this ID.
-        protected: paths that must neither contain nor lie inside the datasets written or replaced.
-    """
-
-    def __init__(
-        self,
-        raw_root: Path,
-        dataset_id: int,
-        name: str,
-        force: bool = False,
-        protected: Iterable[Path] = (),
-    ) -> None:
-        self.folder_name = dataset_folder_name(dataset_id, name)
-        self.raw_root = Path(raw_root).resolve()
-        self.destination = self.raw_root / self.folder_name
-        self.path = self.raw_root / f".{self.folder_name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._committed = False
-        replaced = set(p for p in self.raw_root.glob(f"Dataset{int(dataset_id):03d}_*") if p.is_dir())
-        if self.destination.exists() or self.destination.is_symlink():
-            replaced.add(self.destination)
-        self.replaced = sorted(replaced)
-        for source in protected:
-            source = Path(source).resolve()
-            for folder in [self.destination, *self.replaced]:
-                if _is_within(folder, source) or _is_within(source, folder):
-                    raise UserError(
-                        f"The dataset folder {folder} and the input {source} overlap (one lies inside the "
-                        f"other); inputs are never modified. Choose another raw root or move the input."
-                    )
-        if self.replaced and not force:
-            names = ", ".join(str(p) for p in self.replaced)
-            raise UserError(
-                f"{names} already exists (dataset ID {int(dataset_id)}) and was left unchanged. Pass --force "
-                f"(force=True) to replace it, or choose another dataset ID."
-            )
-
-    def __enter__(self) -> "DatasetStaging":
-        self.raw_root.mkdir(parents=True, exist_ok=True)
-        self.path.mkdir()
-        return self
-
-    def commit(self) -> Path:
-        """Remove the datasets being replaced and move the staged one to its destination."""
-        for folder in self.replaced:
-            if folder.is_dir() and not folder.is_symlink():
-                shutil.rmtree(folder)
-            else:
-                folder.unlink()
-        self.path.rename(self.destination)
-        self._committed = True
-        return self.destination
-
-    def __exit__(self, *exc) -> None:
-        if not self._committed and self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -184,7 +115,8 @@ def register_unlabeled(
         dataset_id: nnU-Net dataset ID, 1..999.
         name: dataset name (letters, digits, '-').
         raw_root: the nnU-Net raw folder; ``$nnUNet_raw`` if None.
-        force: replace an existing dataset with this ID (any name); refused without it.
+        force: replace an existing ``DatasetXXX_name``; refused without it. A dataset with this ID and
+            another name is refused even with ``force`` (see :mod:`nnunet_subfore.data.staging`).
         body_threshold: HU above which a voxel may be body (see :func:`body_mask`).
         progress: show a progress bar (on stderr).
 
@@ -192,8 +124,8 @@ def register_unlabeled(
         A :class:`RegistrationReport`; a short summary naming skipped files is printed.
 
     Raises:
-        UserError: bad ID or name, a missing source, no raw root, a dataset with this ID exists
-            and ``force`` is False, or the output and an input overlap.
+        UserError: bad ID or name, a missing source, no raw root, the dataset exists and ``force``
+            is False, the ID is used by another dataset name, or the output and an input overlap.
     """
     folder_name = dataset_folder_name(dataset_id, name)
     root = nnunet_folder("raw", raw_root)
@@ -449,10 +381,6 @@ def _print_summary(report: RegistrationReport, dataset_id: int, threshold: float
             print(f"  {path}: {reason}")
     if n_reg:
         print(f"Next: nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c 3d_fullres --verify_dataset_integrity")
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 def _error_message(error: BaseException) -> str:
