@@ -11,8 +11,10 @@ writers share the checks (files present and paired, image/label geometry, label 
 - ``unlabeled`` (LUNA16, TCIA-COVID19): :func:`nnunet_subfore.data.register.register_unlabeled`,
   after a layout check (:func:`luna16_sources`, :func:`covid19_sources`) that is reusable on its own.
 
-Every output is built in a hidden staging folder next to the target and renamed into place at the
-end, so a refused or failed run leaves an earlier output intact. Sources are only read.
+Every output folder is claimed through :class:`nnunet_subfore.data.staging.DatasetStaging` (the
+rule for existing folders and IDs used by another name), built in a hidden staging folder next to
+the target and renamed into place at the end, so a refused or failed run leaves an earlier output
+intact. Sources are only read.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from nnunet_subfore.data.staging import DatasetStaging, check_dataset_free
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.paths import dataset_folder_name, nnunet_folder
+from nnunet_subfore.paths import nnunet_folder
 
 # --------------------------------------------------------------------------------------------------
 # Tolerances of the image/label geometry check.
@@ -331,13 +334,13 @@ def convert_dataset(
         if paper_split:
             raise UserError(f"--paper-split applies to the labelled downstream datasets; {spec.title} is unlabeled "
                             f"pretraining data. Drop --paper-split.")
-        check_target_free(raw_root, dataset_folder_name(dataset_id, spec.folder_name), force, source)
+        check_dataset_free(raw_root, dataset_id, spec.folder_name, force, protected=[source])
         return _convert_unlabeled(spec, source, dataset_id, raw_root, force)  # register_unlabeled prints its summary
-    folder = dataset_folder_name(dataset_id, spec.folder_name)
-    check_target_free(raw_root, folder, force, source)
+    staging = DatasetStaging(raw_root, dataset_id, spec.folder_name, force=force, protected=[source])
+    folder = staging.destination.name
     splits_target = _splits_target(folder, preprocessed_root, force) if paper_split else None
     listing = LISTERS[spec.kind](spec, source)
-    report = _convert_labelled(spec, listing, raw_root / folder, int(dataset_id), num_processes)
+    report = _convert_labelled(spec, listing, staging, int(dataset_id), num_processes)
     if report.converted and splits_target is not None:
         _write_paper_split(spec, listing, report, splits_target)
     elif report.converted and force:
@@ -354,23 +357,22 @@ def _splits_target(folder: str, preprocessed_root: Optional[Path], force: bool) 
     return target
 
 
-def _convert_labelled(spec: DatasetSpec, listing: Listing, target: Path, dataset_id: int,
+def _convert_labelled(spec: DatasetSpec, listing: Listing, staging: DatasetStaging, dataset_id: int,
                       num_processes: Optional[int]) -> ConversionReport:
-    """Build the dataset in a staging folder with the spec's writer; rename it to ``target`` if any case made it.
+    """Build the dataset in ``staging`` with the spec's writer; move it into place if any case made it.
 
     Args:
         spec: the dataset.
         listing: the cases found by the spec's lister (its problems go into the report).
-        target: the output folder ``<raw_root>/DatasetXXX_Name``.
+        staging: the claimed output folder ``<raw_root>/DatasetXXX_Name`` (not yet entered).
         dataset_id: the nnU-Net dataset ID.
         num_processes: passed to the writer.
     """
     report = ConversionReport(dataset=spec.key, skipped=list(listing.problems))
-    with _staging(target.parent, target.name) as staging:
-        built = staging / target.name
-        WRITERS[spec.kind](spec, listing, built, dataset_id, report, num_processes)
+    with staging:
+        WRITERS[spec.kind](spec, listing, staging.path, dataset_id, report, num_processes)
         if report.converted:
-            report.output_dir = _move_into_place(built, target)
+            report.output_dir = staging.commit()
     return report
 
 
@@ -390,59 +392,6 @@ def _spec(name: str) -> DatasetSpec:
     if key not in DATASETS:
         raise UserError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
     return DATASETS[key]
-
-
-def check_target_free(raw_root: Path, folder: str, force: bool, source: Optional[Path] = None) -> None:
-    """Refuse an existing output without ``force``, an ID used by another dataset name, and an output
-    that overlaps the source.
-
-    Args:
-        raw_root: nnU-Net raw folder.
-        folder: the output folder name, ``DatasetXXX_Name``.
-        force: whether an existing ``folder`` may be replaced.
-        source: the input folder, which must neither contain nor lie inside the output.
-
-    Raises:
-        UserError: the output exists and ``force`` is False, ``DatasetXXX_<other>`` exists in
-            nnU-Net's raw, preprocessed or results folder (nnU-Net needs one name per ID), or the
-            output and the source overlap.
-    """
-    if source is not None:
-        target, src = (Path(raw_root) / folder).resolve(), Path(source).resolve()
-        if target == src or src in target.parents or target in src.parents:
-            raise UserError(f"The output {target} and the source {src} overlap; sources are never modified. "
-                            f"Use a raw folder outside the download (--raw-root or $nnUNet_raw).")
-    prefix = folder[: len("Dataset") + 3]
-    roots = [raw_root] + [Path(os.environ[v]) for v in ("nnUNet_preprocessed", "nnUNet_results") if os.environ.get(v)]
-    for root in roots:
-        others = sorted(p.name for p in root.glob(f"{prefix}_*") if p.is_dir() and p.name != folder) if root.is_dir() else []
-        if others:
-            raise UserError(f"Dataset ID {int(prefix[7:])} is already used by {others[0]} in {root}; nnU-Net needs one "
-                            f"name per ID. Choose another -d, or remove {root / others[0]} if it is obsolete.")
-    target = raw_root / folder
-    if target.exists() and not force:
-        raise UserError(f"{target} already exists. Pass --force to replace it (the source is never modified), or "
-                        f"choose another -d.")
-
-
-@contextmanager
-def _staging(raw_root: Path, folder: str) -> Iterator[Path]:
-    """A hidden scratch folder in ``raw_root`` (same file system, so the result can be renamed into place)."""
-    staging = raw_root / f".{folder}.converting-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _move_into_place(built: Path, target: Path) -> Path:
-    if target.exists():
-        shutil.rmtree(target)
-    built.rename(target)
-    return target
 
 
 # --------------------------------------------------------------------------------------------------
@@ -850,7 +799,7 @@ def write_native(spec: DatasetSpec, listing: Listing, out: Path, dataset_id: int
     Args:
         spec: the dataset.
         listing: cases found.
-        out: the dataset folder to create (inside the staging folder).
+        out: the empty dataset folder to fill (inside the staging folder).
         dataset_id: unused (the folder name carries it).
         report: collects converted and skipped cases.
         num_processes: unused (one process; the work is I/O bound).
@@ -933,7 +882,7 @@ def _nnunet_raw_env(raw: Path) -> Iterator[None]:
     nnunetv2 >= 2.8 reads ``nnUNet_raw`` & co. from the environment when used (``nnunetv2.paths``),
     so setting the variables redirects its converters into our staging folder. Preprocessed and
     results are hidden so that its "ID already taken" check sees the staging folder only; our own
-    check (:func:`check_target_free`) ran before.
+    check (:func:`nnunet_subfore.data.staging.check_dataset_free`) ran before.
     """
     names = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
     saved = {n: os.environ.get(n) for n in names}
@@ -957,13 +906,14 @@ def _take_nnunet_output(spec: DatasetSpec, nnunet_raw: Path, out: Path, passed: 
     Args:
         spec: the dataset.
         nnunet_raw: the folder nnU-Net's converter wrote into (one dataset folder).
-        out: the dataset folder to create.
+        out: the empty dataset folder that nnU-Net's output replaces.
         passed: the cases handed to the converter; any it did not write are reported.
         report: collects converted and skipped cases.
     """
     produced = [p for p in nnunet_raw.iterdir() if p.is_dir()]
     if len(produced) != 1:
         raise RuntimeError(f"nnU-Net's converter for {spec.title} wrote {produced} into {nnunet_raw}, expected one folder.")
+    out.rmdir()
     produced[0].rename(out)
     meta = json.loads((out / "dataset.json").read_text())
     meta["name"] = out.name
@@ -982,7 +932,7 @@ def write_with_nnunet_amos(spec: DatasetSpec, listing: Listing, out: Path, datas
     Args:
         spec: the AMOS22 spec.
         listing: from :func:`list_amos`.
-        out: the dataset folder to create; its parent (the staging folder) holds the view and
+        out: the empty dataset folder to fill; its parent (the staging folder) holds the view and
             nnU-Net's raw output.
         dataset_id: the ID nnU-Net's converter names its output with.
         report: collects converted and skipped cases.
@@ -1027,7 +977,7 @@ def write_with_nnunet_msd(spec: DatasetSpec, listing: Listing, out: Path, datase
     Args:
         spec: an MSD spec.
         listing: from :func:`list_msd`.
-        out: the dataset folder to create; its parent (the staging folder) holds the view and
+        out: the empty dataset folder to fill; its parent (the staging folder) holds the view and
             nnU-Net's raw output.
         dataset_id: the ID nnU-Net's converter names its output with.
         report: collects converted and skipped cases.
