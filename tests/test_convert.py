@@ -1,4 +1,4 @@
-"""Converters of public datasets (nnunet_subfore.data.convert) on tiny fake trees in each published layout."""
+"""Converters of public datasets (nnunet_subfore.data.converters) on tiny fake trees in each published layout."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_subfore.data import convert
-from nnunet_subfore.data.convert import ConversionReport, convert_dataset, paper_fold, paper_splits
+from nnunet_subfore.data import converters
+from nnunet_subfore.data.converters import ConversionReport, convert_dataset, paper_fold, paper_splits
 from nnunet_subfore.errors import UserError
 
 SHAPE = (8, 8, 8)
@@ -123,7 +123,7 @@ def make_mmwhs(root: Path, n: int = 3) -> Path:
 
 def make_amos(root: Path) -> Path:
     """Post-challenge AMOS: dataset.json with training/validation/test, imagesTr/Va/Ts, labelsTr/Va."""
-    meta = {"name": "AMOS", "labels": {str(v): k for k, v in convert.AMOS_LABELS.items()},
+    meta = {"name": "AMOS", "labels": {str(v): k for k, v in converters.AMOS_LABELS.items()},
             "training": [], "validation": [], "test": []}
     for ident, key, images, labels in (
         (1, "training", "imagesTr", "labelsTr"), (4, "training", "imagesTr", "labelsTr"),
@@ -143,7 +143,7 @@ def make_amos(root: Path) -> Path:
 
 def make_brats(root: Path, n: int = 3) -> Path:
     """MSD Task01_BrainTumour: 4D images (4 MRI channels), 3D labels, dataset.json with modality."""
-    meta = {"name": "BRATS", "modality": dict(convert.BRATS_CHANNELS),
+    meta = {"name": "BRATS", "modality": dict(converters.BRATS_CHANNELS),
             "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
             "numTraining": n, "numTest": 1, "training": [], "test": ["./imagesTs/BRATS_010.nii.gz"]}
     rng = np.random.default_rng(0)
@@ -175,7 +175,7 @@ def test_btcv_converts_with_paper_split(nnunet_env, tmp_path):
     assert report.converted == [f"BTCV_{k:04d}" for k in range(1, 7)]
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "CT"}
-    assert meta["labels"] == convert.BTCV_LABELS
+    assert meta["labels"] == converters.BTCV_LABELS
     assert meta["labels"]["portal and splenic veins"] == 10 and meta["labels"]["left adrenal gland"] == 13
     assert meta["numTraining"] == 6 and meta["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (out / "imagesTr").iterdir())[0] == "BTCV_0001_0000.nii.gz"
@@ -201,7 +201,7 @@ def test_flare22_in_a_wrapper_folder(nnunet_env, tmp_path):
     assert report.exit_code() == 0
     out = raw / "Dataset502_FLARE22"
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["labels"] == convert.FLARE22_LABELS
+    assert meta["labels"] == converters.FLARE22_LABELS
     assert meta["labels"]["duodenum"] == 12 and meta["labels"]["left kidney"] == 13
     assert (out / "imagesTr" / "FLARE22_Tr_0001_0000.nii.gz").is_file()
     assert (out / "labelsTr" / "FLARE22_Tr_0003.nii.gz").is_file()
@@ -215,15 +215,15 @@ def test_mmwhs_remaps_label_values(nnunet_env, tmp_path):
     assert report.exit_code() == 0
     out = raw / "Dataset503_MMWHS"
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["labels"] == convert.MMWHS_LABELS
+    assert meta["labels"] == converters.MMWHS_LABELS
     for case in report.converted:
         number = case.rsplit("_", 1)[1]
         original = read_labels(source / "ct_train" / f"ct_train_{number}_label.nii.gz")
         converted = read_labels(out / "labelsTr" / f"{case}.nii.gz")
         assert set(np.unique(converted).tolist()) == set(range(8))
-        for value, expected in convert.MMWHS_SOURCE_VALUES.items():
+        for value, expected in converters.MMWHS_SOURCE_VALUES.items():
             assert np.all(converted[original == value] == expected)
-    assert convert.MMWHS_SOURCE_VALUES[500] == 1 and convert.MMWHS_SOURCE_VALUES[850] == 7
+    assert converters.MMWHS_SOURCE_VALUES[500] == 1 and converters.MMWHS_SOURCE_VALUES[850] == 7
     verify(out)
 
 
@@ -347,7 +347,7 @@ def test_amos22_through_nnunet_converter(nnunet_env, tmp_path):
     assert report.converted == ["amos_0001", "amos_0004", "amos_0005", "amos_0008", "amos_0013"]
     out = raw / "Dataset512_AMOS22"
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["labels"] == convert.AMOS_LABELS  # nnU-Net's converter takes the names from the source's dataset.json
+    assert meta["labels"] == converters.AMOS_LABELS  # nnU-Net's converter takes the names from the source's dataset.json
     assert meta["numTraining"] == 5 and meta["channel_names"] == {"0": "CT"}
     assert (out / "imagesTs" / "amos_0002_0000.nii.gz").is_file()
     assert not (out / "labelsTr" / "amos_0540.nii.gz").exists()  # MRI stays out
@@ -374,8 +374,8 @@ def test_brats_through_nnunet_msd_converter(nnunet_env, tmp_path):
     assert report.converted == ["BRATS_001", "BRATS_002", "BRATS_003"]
     out = raw / "Dataset514_BraTS"
     meta = json.loads((out / "dataset.json").read_text())
-    assert meta["channel_names"] == convert.BRATS_CHANNELS
-    assert meta["labels"] == convert.BRATS_LABELS and meta["numTraining"] == 3
+    assert meta["channel_names"] == converters.BRATS_CHANNELS
+    assert meta["labels"] == converters.BRATS_LABELS and meta["numTraining"] == 3
     assert sorted(p.name for p in (out / "imagesTr").iterdir())[:4] == [f"BRATS_001_{c:04d}.nii.gz" for c in range(4)]
     assert (out / "imagesTs" / "BRATS_010_0003.nii.gz").is_file()
     verify(out)
@@ -406,7 +406,7 @@ def make_luna16(root: Path) -> Path:
 def test_luna16_registers_subsets_only(nnunet_env, tmp_path):
     raw, _ = nnunet_env
     source = make_luna16(tmp_path / "LUNA16")
-    listing = convert.luna16_sources(source)
+    listing = converters.luna16_sources(source)
     assert [p.parent.name for p in listing.files] == ["subset0", "subset0", "subset1"]
     assert [p.parent.name for p in listing.ignored] == ["seg-lungs-LUNA16"]
 
@@ -436,7 +436,7 @@ def test_covid19_leaves_masks_out(nnunet_env, tmp_path):
     assert len(report.converted) == 3
     assert any("not CT volumes" in note for note in report.notes)
     verify(raw / "Dataset517_COVID19")
-    assert convert.covid19_sources(source).ignored == sorted(source.rglob("*_seg.nii.gz"))
+    assert converters.covid19_sources(source).ignored == sorted(source.rglob("*_seg.nii.gz"))
 
 
 def test_pretraining_sources_pool_the_layout_checks(tmp_path):
@@ -444,17 +444,17 @@ def test_pretraining_sources_pool_the_layout_checks(tmp_path):
     btcv = make_btcv(tmp_path / "RawData", n=2)
     covid = tmp_path / "covid"
     write(covid / "volume-covid19-A-0003.nii.gz", ct_volume(3))
-    files, problems, ignored = convert.pretraining_sources(btcv=btcv, covid19=covid, luna16=luna)
+    files, problems, ignored = converters.pretraining_sources(btcv=btcv, covid19=covid, luna16=luna)
     assert [p.name for p in files[:3]] == ["img0001.nii.gz", "img0002.nii.gz", "volume-covid19-A-0003.nii.gz"]
     assert len(files) == 6 and len(problems) == 1 and len(ignored) == 1
     with pytest.raises(UserError, match="known"):
-        convert.pretraining_sources(lits=tmp_path)
+        converters.pretraining_sources(lits=tmp_path)
 
 
 def test_unlabeled_layout_errors(nnunet_env, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="subset0"):
-        convert.luna16_sources(tmp_path / "empty")
+        converters.luna16_sources(tmp_path / "empty")
     with pytest.raises(UserError, match="NIfTI"):
         convert_dataset("covid19", tmp_path / "empty", 518, None, False, False)
 
@@ -478,12 +478,12 @@ def test_cli_exit_status(tmp_path, monkeypatch, capsys):
 
 
 def test_label_values_and_remap():
-    values, problem = convert.label_values(np.array([[[0, 500]], [[850, 205]]], dtype=np.float32), slab=1)
+    values, problem = converters.label_values(np.array([[[0, 500]], [[850, 205]]], dtype=np.float32), slab=1)
     assert problem is None and values.tolist() == [0, 205, 500, 850]
-    assert convert.label_values(np.array([[[0.5]]], dtype=np.float32))[1] == "label contains non-integer values"
-    assert convert.label_values(np.array([[[np.nan]]], dtype=np.float32))[1] == "label contains NaN/inf values"
-    assert convert.label_values(np.array([[[-1, 70000]]], dtype=np.int32))[0].tolist() == [-1, 70000]
-    assert convert.label_values(np.array([[[True, False]]]))[0].tolist() == [0, 1]
-    remapped = convert.remap_labels(np.array([[[0, 500, 850]]], dtype=np.float32), convert.MMWHS_SOURCE_VALUES)
+    assert converters.label_values(np.array([[[0.5]]], dtype=np.float32))[1] == "label contains non-integer values"
+    assert converters.label_values(np.array([[[np.nan]]], dtype=np.float32))[1] == "label contains NaN/inf values"
+    assert converters.label_values(np.array([[[-1, 70000]]], dtype=np.int32))[0].tolist() == [-1, 70000]
+    assert converters.label_values(np.array([[[True, False]]]))[0].tolist() == [0, 1]
+    remapped = converters.remap_labels(np.array([[[0, 500, 850]]], dtype=np.float32), converters.MMWHS_SOURCE_VALUES)
     assert remapped.dtype == np.uint8 and remapped.tolist() == [[[0, 1, 7]]]
-    assert convert.remap_labels(np.array([[[True, False]]]), {0: 0, 1: 1}).tolist() == [[[1, 0]]]
+    assert converters.remap_labels(np.array([[[True, False]]]), {0: 0, 1: 1}).tolist() == [[[1, 0]]]
