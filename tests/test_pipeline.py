@@ -187,3 +187,44 @@ def test_intensity_trap_stops_pretraining_at_initialization(demo_run):
     assert "every subvolume would count as foreground" in done.stderr
     assert "register-unlabeled" in done.stderr and "--hu-window" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_batch_without_foreground_trains_without_error(demo_run, monkeypatch):
+    """An all-air batch: nothing is masked, the loss is 0, the step runs (in-process trainer on the demo plans)."""
+    _, env, _ = demo_run
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, env[key])
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    trainer = get_trainer_from_args(str(PRETRAIN_ID), "3d_fullres", 3, PRETRAINER, device=torch.device("cpu"))
+    trainer.initialize()
+    air = trainer.plans_manager.plans["foreground_intensity_properties_per_channel"]["0"]
+    air_normalized = (air["percentile_00_5"] - air["mean"]) / air["std"]
+    batch = {"data": torch.full((2, 1, 32, 32, 32), air_normalized), "target": torch.zeros(2, 1, 32, 32, 32)}
+    assert float(trainer.train_step(batch)["loss"]) == 0.0
+    masked = trainer.masker(batch["data"])
+    assert not masked.voxel_mask.any() and not masked.foreground.any()
+    # the loss had a graph: backward ran and produced zero gradients, no NaN anywhere
+    grads = [p.grad for p in trainer.network.parameters() if p.grad is not None]
+    assert grads and all((g == 0).all() for g in grads)
+    assert all(torch.isfinite(v).all() for v in trainer.network.state_dict().values() if v.is_floating_point())
+    # a batch of soft tissue is masked and gives a positive loss
+    tissue = (40.0 - air["mean"]) / air["std"]
+    assert float(trainer.train_step({"data": torch.full((2, 1, 32, 32, 32), tissue), "target": batch["target"]})["loss"]) > 0
+
+
+def test_pretraining_checkpoint_resumes(demo_run, monkeypatch):
+    """What `--c` does: a fresh trainer loads checkpoint_final.pth and carries on where it stopped."""
+    _, env, _ = demo_run
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        monkeypatch.setenv(key, env[key])
+    from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+    trainer = get_trainer_from_args(str(PRETRAIN_ID), "3d_fullres", 0, PRETRAINER, continue_training=True,
+                                    device=torch.device("cpu"))
+    maybe_load_checkpoint(trainer, True, False)
+    saved = torch.load(result_dir(env, PRETRAIN, PRETRAINER) / "fold_0" / "checkpoint_final.pth", weights_only=False)
+    assert trainer.current_epoch == saved["current_epoch"] == 4
+    assert trainer._best_ema == saved["_best_ema"] and np.isfinite(trainer._best_ema)
+    assert trainer.logger.get_value("val_losses", step=None) == saved["logging"]["val_losses"]
+    assert trainer.optimizer.state_dict()["state"]  # AdamW moments restored

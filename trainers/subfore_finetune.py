@@ -24,7 +24,9 @@ from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase
 
 def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
     """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(add_help=False)
+    # nnUNetv2_train's options that share the prefix, so that `-p PLANS` is read as nnU-Net reads it
+    parser.add_argument("-p", default=None)
     parser.add_argument("-pretrained_weights", default=None)
     known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     return Path(known.pretrained_weights) if known.pretrained_weights else None
