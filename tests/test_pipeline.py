@@ -173,7 +173,8 @@ def test_pretraining_loss_falls(demo_run):
     checkpoint = result_dir(env, PRETRAIN, trainer) / "fold_1" / "checkpoint_final.pth"
     losses = torch.load(checkpoint, weights_only=False)["logging"]["train_losses"]
     assert len(losses) == 6
-    assert np.mean(losses[-2:]) < 0.8 * losses[0], losses
+    # per-epoch means over 12 batches of random patches and masks: a fall of more than 10 % is no accident
+    assert np.mean(losses[-2:]) < 0.9 * losses[0], losses
 
 
 def test_intensity_trap_stops_pretraining_at_initialization(demo_run):
