@@ -97,11 +97,11 @@ class Demo:
         log = self.logs / f"{name}.log"
         print(f"      $ {' '.join(command)}", flush=True)
         start = time.time()
-        with open(log, "w") as f:
+        with open(log, "w", encoding="utf-8") as f:
             result = subprocess.run([console_script(command[0]), *command[1:]], env=env, stdout=f,
                                     stderr=subprocess.STDOUT)
         if result.returncode != 0:
-            tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+            tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-25:])
             raise UserError(f"`{' '.join(command)}` failed (exit {result.returncode}); log: {log}\n{tail}")
         print(f"      done in {time.time() - start:.0f} s (log: {log.relative_to(self.workdir)})", flush=True)
 
@@ -213,7 +213,7 @@ class Demo:
             lines.append(f"| {trainer} | " + " | ".join(f"{100 * d:.1f}" for d in dice) +
                          f" | {100 * summary['foreground_mean']['Dice']:.1f} |")
         held_out = "\n".join(lines)
-        (self.workdir / "summary" / "held_out_dice.md").write_text(held_out + "\n")
+        (self.workdir / "summary" / "held_out_dice.md").write_text(held_out + "\n", encoding="utf-8")
         first_image = sorted((self.folder("nnUNet_raw") / f"Dataset{PRETRAIN_ID}_{PRETRAIN_NAME}" / "imagesTr").iterdir())[0]
         figure = draw_masking(image=first_image, output=self.workdir / "summary" / "masking.png")
         text = (f"\nCross-validation (nnU-Net validation, folds {self.folds}), Dice:\n\n{result.markdown}\n"

@@ -87,10 +87,10 @@ def test_files_written_and_markdown_names_classes(results):
     for p in res.files:
         assert p.is_file() and p.stat().st_size > 0
     assert res.files[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert res.files[0].read_text() == res.markdown
+    assert res.files[0].read_text(encoding="utf-8") == res.markdown
     for name in CLASSES:
         assert f"| {name} (" in res.markdown
-    with open(res.files[1], newline="") as fh:
+    with open(res.files[1], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * (len(CLASSES) + 1)
     scratch_liver = next(r for r in rows if r["trainer"] == "SubForeSwinUNETRTrainer_scratch" and r["class"] == "liver")

@@ -121,7 +121,7 @@ def _class_names(dataset_json: Optional[Path]) -> Dict[str, str]:
     if dataset_json is None:
         return {}
     try:
-        labels = json.loads(dataset_json.read_text())["labels"]
+        labels = json.loads(dataset_json.read_text(encoding="utf-8"))["labels"]
         has_regions = any(isinstance(v, (list, tuple)) and len(v) > 1 for v in labels.values())
         return {_label_key(value, has_regions): name for name, value in labels.items() if name not in ("background", "ignore")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -324,7 +324,7 @@ def summarize(
     )
     result.markdown = _markdown(result, plans, configuration, notes)
     md_path = out_dir / f"{stem}.md"
-    md_path.write_text(result.markdown)
+    md_path.write_text(result.markdown, encoding="utf-8")
     csv_path = out_dir / f"{stem}.csv"
     _write_csv(result, csv_path)
     png_path = out_dir / f"{stem}.png"
@@ -368,7 +368,7 @@ def _markdown(result: SummaryResult, plans: str, configuration: str, notes: Dict
 
 def _write_csv(result: SummaryResult, path: Path) -> None:
     m = result.metric.lower()
-    with open(path, "w", newline="") as fh:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["trainer", "class", "label", "n_folds", f"{m}_mean", f"{m}_std"] + [f"fold_{f}" for f in result.folds])
         for r in result.rows:
