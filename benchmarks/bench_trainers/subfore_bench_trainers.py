@@ -1,0 +1,82 @@
+"""Benchmark-local trainer variants (not part of the package; put this folder on nnUNet_extTrainer).
+
+``benchmarks/pretrain_vs_scratch.py`` and ``benchmarks/loader.py`` append this folder to
+``nnUNet_extTrainer`` (os.pathsep-separated) next to ``nnunet-subfore trainer-path``. The classes are
+the package's demo-scale trainers (tiny SwinUNETR, 32^3 patches, no test-time mirroring) with the
+run length, the masking subvolume size and a seed taken from environment variables, so that one
+class serves every benchmark setting and seeds are reproducible:
+
+    SUBFORE_BENCH_SEED        seeds python, numpy and torch before nnU-Net builds anything
+    SUBFORE_BENCH_EPOCHS      epochs (nnU-Net's num_epochs)
+    SUBFORE_BENCH_ITERS       training iterations per epoch
+    SUBFORE_BENCH_VAL_ITERS   validation iterations per epoch
+    SUBFORE_BENCH_SUBVOLUME   masking subvolume side (pretraining trainers only)
+    SUBFORE_BENCH_THREADS     torch intra-op threads (nnUNetv2_train -device cpu sets os.cpu_count(),
+                              which oversubscribes the cores when several runs share them)
+
+They are read at training time only; inference (``nnUNetv2_predict``) rebuilds the network from the
+class's architecture and the saved plans, which these variables do not touch.
+"""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer
+from nnunet_subfore.trainers.subfore_demo import (
+    SubForePretrainTrainer_demo,
+    SubForeRandomMaskPretrainTrainer_demo,
+    SubForeSwinUNETRTrainer_demo,
+)
+
+
+def _env_int(name):
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+class _BenchSettings:
+    """Reads the SUBFORE_BENCH_* variables before the SubFore base class applies them."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        threads = _env_int("SUBFORE_BENCH_THREADS")
+        if threads:
+            torch.set_num_threads(threads)
+        seed = _env_int("SUBFORE_BENCH_SEED")
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        for attr, var in (("epochs", "SUBFORE_BENCH_EPOCHS"), ("iterations_per_epoch", "SUBFORE_BENCH_ITERS"),
+                          ("val_iterations_per_epoch", "SUBFORE_BENCH_VAL_ITERS")):
+            value = _env_int(var)
+            if value is not None:
+                setattr(self, attr, value)
+        if isinstance(self, SubForePretrainTrainer):
+            value = _env_int("SUBFORE_BENCH_SUBVOLUME")
+            if value is not None:
+                self.subvolume_size = value
+        super().__init__(plans, configuration, fold, dataset_json, device)
+
+
+class SubForeBench_PretrainFG(_BenchSettings, SubForePretrainTrainer_demo):
+    """HU-foreground masking pretraining, tiny SwinUNETR, 32^3."""
+
+
+class SubForeBench_PretrainRandom(_BenchSettings, SubForeRandomMaskPretrainTrainer_demo):
+    """Random subvolume masking pretraining (same ratio), tiny SwinUNETR, 32^3."""
+
+
+class SubForeBench_Finetune_fg(_BenchSettings, SubForeSwinUNETRTrainer_demo):
+    """Fine-tuning from SubForeBench_PretrainFG weights."""
+
+
+class SubForeBench_Finetune_random(_BenchSettings, SubForeSwinUNETRTrainer_demo):
+    """Fine-tuning from SubForeBench_PretrainRandom weights."""
+
+
+class SubForeBench_Finetune_scratch(_BenchSettings, SubForeSwinUNETRTrainer_demo):
+    """The same fine-tuning without pretrained weights."""
