@@ -4,8 +4,9 @@
     python benchmarks/step_overhead.py            # CPU: small SwinUNETR, 64^3 patches, batch 2
     python benchmarks/step_overhead.py --quick    # CPU, fewer repetitions
     python benchmarks/step_overhead.py --gpu      # CUDA: the paper's SwinUNETR (feature 48) and UNETR
-                                                  # (ViT-B) at 96^3, batch 4, AMP, and before them the
-                                                  # CUDA tables of benchmarks/masking.py; a few minutes
+                                                  # (ViT-B) at 96^3, batch 4, AMP; before them the CUDA
+                                                  # tables of benchmarks/masking.py, after them
+                                                  # benchmarks/loader.py on CUDA; a few minutes
 
 Both steps run the trainer's own code: ``SubForePretrainTrainer.train_step`` and
 ``_masked_loss`` (trainers/subfore_pretrain.py) are called on a small harness object that carries
@@ -27,6 +28,7 @@ CUDA, peak GPU memory of each step (``torch.cuda.max_memory_allocated``).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,6 +93,7 @@ def measure(backbone: str, architecture: dict, arch_name: str, patch: int, batch
     lr = LEARNING_RATES[backbone]
     masked = StepHarness(net, masker, device, lr)
     plain = PlainL1Harness(net, masker, device, lr)
+    plain.optimizer, plain.grad_scaler = masked.optimizer, masked.grad_scaler  # one optimizer state, as in training
     step_input = {"data": x}
 
     def timed(fn):
@@ -174,6 +177,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="alternating pairs (CPU default 15, GPU 20)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     parser.add_argument("--no-masking", action="store_true", help="--gpu: skip the CUDA masking tables")
+    parser.add_argument("--no-loader", action="store_true", help="--gpu: skip benchmarks/loader.py on CUDA")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (CPU 5 pairs at 32^3)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -218,6 +222,11 @@ def main(argv=None) -> int:
                              f"{r['overhead']:+.1%}", verdict(r["overhead"] <= TARGET_CPU_OVERHEAD)],
                             [f"overhead <= {TARGET_CPU_OVERHEAD:.0%} on CPU (small SwinUNETR), from components",
                              f"{r['component']:+.1%}", verdict(r["component"] <= TARGET_CPU_OVERHEAD)]]))
+    if args.gpu and not args.no_loader:
+        # a separate process: nnU-Net reads its folder variables when first imported
+        print("\nbenchmarks/loader.py --device cuda" + (" --quick" if args.quick else ""), flush=True)
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "loader.py"), "--device", "cuda"]
+        subprocess.run(cmd + (["--quick"] if args.quick else []))
     print(f"\nruntime {time.perf_counter() - start:.0f} s")
     return 0
 
