@@ -392,6 +392,27 @@ def report(title: str, batch: int, side: int, r: dict):
     return timing, mem_table, target_table
 
 
+def compile_check(device: torch.device, title: str, repeats: int, seed: int) -> None:
+    """Is the criterion's clamp + block sum faster under torch.compile? (4x1x96^3)"""
+    x = make_batch(4, 96, device, seed)
+    b, c, d, h, w = x.shape
+    s, (lo, hi) = SUBVOLUME, WINDOW
+
+    def criterion(t):
+        return t[:, 0].clamp(lo, hi).view(b, d // s, s, h // s, s, w // s, s).sum(6).sum(4).sum(2)
+
+    start = time.perf_counter()
+    compiled = torch.compile(criterion, dynamic=False)
+    compiled(x)
+    compile_s = time.perf_counter() - start
+    flush_buffer = torch.empty(64 * 2**20 // 4)
+    times = time_interleaved({"clone": lambda: x.clone(), "criterion, eager": lambda: criterion(x),
+                              "criterion, torch.compile": lambda: compiled(x)}, repeats, device,
+                             before=lambda: flush_buffer.fill_(1.0) if device.type == "cpu" else None)
+    rows = [[k, ms(median(v)), f"{paired_ratio(times, [k], ['clone']):.2f}"] for k, v in times.items()]
+    print(f"\n{format_table(['operation', 'median ms', 'x clone'], rows, f'{title} 4x1x96^3: PROPOSAL criterion (clamp + staged block sums), eager vs torch.compile (compiled in {compile_s:.0f} s)')}")
+
+
 def run_device(device: torch.device, title: str, sizes, repeats: int, seed: int, profile: bool) -> None:
     print(f"\n== {title}: {machine_line(device)}", flush=True)
     summaries = []
@@ -420,6 +441,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="print torch profiler tables for the library path")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the PROPOSAL criterion under torch.compile (needs a C++ compiler on CPU)")
     parser.add_argument("--quick", action="store_true", help="4x96 only, 5 repetitions")
     parser.add_argument("--cpu-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -434,13 +457,18 @@ def main(argv=None) -> int:
     start = time.perf_counter()
 
     if args.cpu_child:
-        run_device(torch.device("cpu"), f"CPU ({args.cpu_child} allocator)", sizes, repeats, args.seed, args.profile)
+        title = f"CPU ({args.cpu_child} allocator)"
+        run_device(torch.device("cpu"), title, sizes, repeats, args.seed, args.profile)
+        if args.compile:
+            compile_check(torch.device("cpu"), title, repeats, args.seed)
         return 0
 
     status = 0
     if args.device in ("auto", "cpu"):
         if args.regime == "as-is":
             run_device(torch.device("cpu"), "CPU", sizes, repeats, args.seed, args.profile)
+            if args.compile:
+                compile_check(torch.device("cpu"), "CPU", repeats, args.seed)
         else:
             for regime in (("cold", "warm") if args.regime == "both" else (args.regime,)):
                 env = dict(os.environ)
@@ -451,6 +479,8 @@ def main(argv=None) -> int:
                 status |= subprocess.run(child, env=env).returncode
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         run_device(torch.device("cuda"), "CUDA", sizes, repeats, args.seed, args.profile)
+        if args.compile:
+            compile_check(torch.device("cuda"), "CUDA", repeats, args.seed)
     print(f"\nruntime {time.perf_counter() - start:.0f} s")
     return status
 
