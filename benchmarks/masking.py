@@ -12,14 +12,19 @@ threshold 0.1, 16^3 subvolumes, ratio 0.6, Bernoulli selection):
   ``x.clone(); torch.randn_like(x)`` (the floor of noise fill: the random numbers must be drawn);
 * LIBRARY (``nnunet_subfore.masking.ForegroundMasker``, what the trainers run): the criterion
   alone; criterion + sampling + zero fill; the same with N(0, 1) noise fill; the masked L1 loss
-  (``nnunet_subfore.losses.masked_l1_loss``) forward + backward;
+  (``nnunet_subfore.losses.subvolume_masked_l1_loss``) forward + backward;
+* VOXEL: the same semantics through a materialized voxel mask, from the library's public functions
+  one after another (``foreground_subvolumes``, ``sample_subvolume_mask``, ``expand_subvolume_mask``,
+  ``fill_masked``; loss ``masked_l1_loss``): the trainers' path before the single-buffer masker
+  and the subvolume-mask loss, kept as the side-by-side "before";
 * REF, written here and not library code: a straightforward implementation of the authors'
   published algorithm (github.com/AISeedHub/SubFore, DESIGN 4.1): window the batch, reshape it into
   16^3 blocks, block means, Bernoulli choice, ``nonzero`` block indices, the block mask permuted back
   to a voxel mask, ``torch.where`` with noise or zeros; their loss is a Python loop over the masked
   blocks that slices each block of prediction and target and averages ``nn.L1Loss`` over blocks;
-* PROPOSAL, written here and not library code: the same masking and loss with fewer passes and
-  buffers (see ``proposed_mask`` and ``ProposedMaskedL1``), checked equal to the library's output.
+
+All three are checked equal before timing (criterion, masks for the same generator, fills, loss
+values and gradients).
 
 CPU timings depend on the allocator: a fresh batch-sized buffer costs page faults (glibc serves
 large requests with mmap and returns them on free; the 2x160^3 batch is above glibc's largest
@@ -64,8 +69,14 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from nnunet_subfore.data.phantoms import make_phantom  # noqa: E402
-from nnunet_subfore.losses import masked_l1_loss  # noqa: E402
-from nnunet_subfore.masking import ForegroundMasker, foreground_subvolumes, sample_subvolume_mask  # noqa: E402
+from nnunet_subfore.losses import masked_l1_loss, subvolume_masked_l1_loss  # noqa: E402
+from nnunet_subfore.masking import (  # noqa: E402
+    ForegroundMasker,
+    expand_subvolume_mask,
+    fill_masked,
+    foreground_subvolumes,
+    sample_subvolume_mask,
+)
 
 WINDOW = (-175.0, 250.0)
 THRESHOLD = 0.1
@@ -126,78 +137,12 @@ def reference_block_loss(prediction: torch.Tensor, target: torch.Tensor, indices
     return total / len(indices)
 
 
-# ------------------------------------------------------------------------------------------------
-# PROPOSAL: same semantics as the library, fewer passes and buffers (not library code)
-# ------------------------------------------------------------------------------------------------
-def _blocks(t: torch.Tensor, s: int) -> torch.Tensor:
-    """(B, C, D, H, W) -> (B, C, D/s, s, H/s, s, W/s, s): a view, no copy."""
-    b, c, d, h, w = t.shape
-    return t.view(b, c, d // s, s, h // s, s, w // s, s)
-
-
-def _broadcast(subvolume_mask: torch.Tensor) -> torch.Tensor:
-    """(B, nd, nh, nw) -> (B, 1, nd, 1, nh, 1, nw, 1): broadcasts against :func:`_blocks` views."""
-    return subvolume_mask[:, None, :, None, :, None, :, None]
-
-
-def proposed_mask(x: torch.Tensor, fill: str, s: int = SUBVOLUME, window=WINDOW, threshold: float = THRESHOLD,
-                  ratio: float = RATIO, generator=None):
-    """One batch-sized allocation in all, and no voxel mask.
-
-    The output buffer first holds channel 0 clamped to the window, for the criterion:
-    mean(clip((x - lo) / (hi - lo), 0, 1)) >= t  <=>  sum over the block of clamp(x, lo, hi) >=
-    (lo + t (hi - lo)) s^3, summed one block axis at a time (innermost first: a contiguous reduction,
-    twice as fast here as reducing the three axes at once or ``avg_pool3d``). Then the library's
-    sampling. Zero fill: ``x * keep`` against the broadcast subvolume mask, written into the buffer
-    (as fast as a copy; ``torch.where``/``masked_fill`` with a broadcast mask are 2-3x slower here;
-    masked voxels of negative intensity become -0.0, equal to 0.0). Noise fill: the noise is drawn
-    into the buffer (the same draws as ``torch.randn(x.shape, generator=...)``), then one
-    ``torch.where`` keeps x outside the chosen subvolumes.
-    Returns (masked batch, subvolume mask, foreground).
-    """
-    lo, hi = float(window[0]), float(window[1])
-    b, c, d, h, w = x.shape
-    out = torch.empty_like(x)
-    clipped = torch.clamp(x[:, 0], lo, hi, out=out[:, 0])
-    sums = clipped.view(b, d // s, s, h // s, s, w // s, s).sum(6).sum(4).sum(2)
-    foreground = sums >= (lo + threshold * (hi - lo)) * s ** 3
-    chosen = sample_subvolume_mask(foreground, ratio, "bernoulli", generator)
-    out8 = _blocks(out, s)
-    if fill == "noise":
-        out.normal_(generator=generator)
-        torch.where(_broadcast(chosen), out8, _blocks(x, s), out=out8)
-    else:
-        torch.mul(_blocks(x, s), _broadcast(~chosen), out=out8)
-    return out, chosen, foreground
-
-
-class ProposedMaskedL1(torch.autograd.Function):
-    """Mean |prediction - target| over the voxels of the chosen subvolumes, from the subvolume mask.
-
-    Forward keeps one temporary (the difference, made absolute and masked in place); backward
-    allocates only the gradient it returns. Nothing batch-sized is saved for backward.
-    """
-
-    @staticmethod
-    def forward(ctx, prediction, target, subvolume_mask, s):
-        mask = _broadcast(subvolume_mask)
-        count = (subvolume_mask.sum() * (s ** 3 * prediction.shape[1])).clamp_min(1).to(prediction.dtype)
-        diff = torch.sub(prediction, target)
-        total = _blocks(diff.abs_(), s).mul_(mask).sum()
-        ctx.save_for_backward(prediction, target, subvolume_mask, count)
-        ctx.s = s
-        return total / count
-
-    @staticmethod
-    def backward(ctx, grad):
-        prediction, target, subvolume_mask, count = ctx.saved_tensors
-        g = torch.sub(prediction, target).sign_()
-        _blocks(g, ctx.s).mul_(_broadcast(subvolume_mask) * (grad / count))
-        return g, (-g if ctx.needs_input_grad[1] else None), None, None
-
-
-def proposed_loss(prediction, target, subvolume_mask, s: int = SUBVOLUME):
-    return ProposedMaskedL1.apply(prediction, target, subvolume_mask, s)
+def voxel_mask_masking(x: torch.Tensor, fill: str, generator=None):
+    """VOXEL: the library's functions one after another, with a materialized voxel mask."""
+    foreground = foreground_subvolumes(x, SUBVOLUME, WINDOW, THRESHOLD)
+    chosen = sample_subvolume_mask(foreground, RATIO, "bernoulli", generator)
+    voxel_mask = expand_subvolume_mask(chosen, SUBVOLUME)
+    return fill_masked(x, voxel_mask, fill, generator), voxel_mask, chosen
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,25 +153,25 @@ def make_batch(batch: int, side: int, device: torch.device, seed: int) -> torch.
 
 
 def check_equivalence(x: torch.Tensor, masker: ForegroundMasker, zero_masker: ForegroundMasker) -> str:
-    """Library loss == REF loop (values, gradients); library criterion == REF criterion;
-    PROPOSAL masking and loss == library (same generator state -> identical output)."""
+    """LIBRARY loss == VOXEL loss == REF loop (values, gradients); LIBRARY criterion == REF criterion;
+    LIBRARY masking == VOXEL masking (same generator state -> identical masks and fills)."""
     notes = []
     out = masker(x)
     indices = torch.nonzero(out.subvolume_mask[:, None])
     pred = (x + torch.randn_like(x) * 50).requires_grad_(True)
     variants = {}
-    for name, fn in (("library", lambda p: masked_l1_loss(p, x, out.voxel_mask)),
-                     ("REF", lambda p: reference_block_loss(p, x, indices)),
-                     ("PROPOSAL", lambda p: proposed_loss(p, x, out.subvolume_mask))):
+    for name, fn in (("LIBRARY", lambda p: subvolume_masked_l1_loss(p, x, out.subvolume_mask)),
+                     ("VOXEL", lambda p: masked_l1_loss(p, x, out.voxel_mask)),
+                     ("REF", lambda p: reference_block_loss(p, x, indices))):
         p = pred.detach().clone().requires_grad_(True)
         loss = fn(p)
         loss.backward()
         variants[name] = (loss.detach(), p.grad)
-    for name in ("REF", "PROPOSAL"):
-        la, ga = variants["library"]
+    for name in ("VOXEL", "REF"):
+        la, ga = variants["LIBRARY"]
         lb, gb = variants[name]
         if not torch.allclose(la, lb, rtol=1e-4) or not torch.allclose(ga, gb, rtol=1e-3, atol=1e-12):
-            notes.append(f"MISMATCH: library loss {float(la)} and {name} loss {float(lb)} (or their gradients) disagree")
+            notes.append(f"MISMATCH: LIBRARY loss {float(la)} and {name} loss {float(lb)} (or their gradients) disagree")
     b, c, d, h, w = x.shape
     s = SUBVOLUME
     fg = foreground_subvolumes(x, SUBVOLUME, WINDOW, THRESHOLD)
@@ -236,15 +181,11 @@ def check_equivalence(x: torch.Tensor, masker: ForegroundMasker, zero_masker: Fo
     if differing:
         notes.append(f"REF criterion differs on {differing} of {fg.numel()} subvolumes (rounding at the threshold)")
     for fill, lib in (("zero", zero_masker), ("noise", masker)):
-        g1 = torch.Generator(device=x.device).manual_seed(7)
-        g2 = torch.Generator(device=x.device).manual_seed(7)
-        a = lib(x, generator=g1)
-        masked, chosen, foreground = proposed_mask(x, fill, generator=g2)
-        if not torch.equal(foreground, a.foreground):
-            notes.append(f"PROPOSAL criterion differs on {int((foreground != a.foreground).sum())} subvolumes")
-        elif not (torch.equal(chosen, a.subvolume_mask) and torch.equal(masked, a.masked)):
-            notes.append(f"MISMATCH: PROPOSAL {fill} fill differs from the library's")
-    return "; ".join(notes) or "library == REF (criterion, loss, gradients); PROPOSAL == library (masks, fills, loss)"
+        a = lib(x, generator=torch.Generator(device=x.device).manual_seed(7))
+        masked, _, chosen = voxel_mask_masking(x, fill, generator=torch.Generator(device=x.device).manual_seed(7))
+        if not (torch.equal(chosen, a.subvolume_mask) and torch.equal(masked, a.masked)):
+            notes.append(f"MISMATCH: VOXEL {fill} masking differs from the LIBRARY's")
+    return "; ".join(notes) or "LIBRARY == VOXEL == REF (criterion, loss, gradients); LIBRARY == VOXEL (masks, fills)"
 
 
 def bench_size(batch: int, side: int, device: torch.device, repeats: int, seed: int, profile: bool):
@@ -262,15 +203,15 @@ def bench_size(batch: int, side: int, device: torch.device, repeats: int, seed: 
 
     def loss_library():
         pred.grad = None
-        masked_l1_loss(pred, x, voxel_mask).backward()
+        subvolume_masked_l1_loss(pred, x, subvolume_mask).backward()
 
     def loss_reference():
         pred.grad = None
         reference_block_loss(pred, x, indices).backward()
 
-    def loss_proposal():
+    def loss_voxel():
         pred.grad = None
-        proposed_loss(pred, x, subvolume_mask).backward()
+        masked_l1_loss(pred, x, voxel_mask).backward()
 
     def loss_plain():
         pred.grad = None
@@ -284,10 +225,10 @@ def bench_size(batch: int, side: int, device: torch.device, repeats: int, seed: 
         "LIBRARY mask, noise fill": lambda: noise_masker(x),
         "REF mask, zero fill": lambda: reference_block_masking(x, "zero"),
         "REF mask, noise fill": lambda: reference_block_masking(x, "noise"),
-        "PROPOSAL mask, zero fill": lambda: proposed_mask(x, "zero"),
-        "PROPOSAL mask, noise fill": lambda: proposed_mask(x, "noise"),
+        "VOXEL mask, zero fill": lambda: voxel_mask_masking(x, "zero"),
+        "VOXEL mask, noise fill": lambda: voxel_mask_masking(x, "noise"),
         "LIBRARY loss fwd+bwd": loss_library,
-        "PROPOSAL loss fwd+bwd": loss_proposal,
+        "VOXEL loss fwd+bwd": loss_voxel,
         "plain L1 (all voxels) fwd+bwd": loss_plain,
     }
     flush_buffer = torch.empty(64 * 2**20 // 4)  # CPU caches: write 64 MiB before each timed call
@@ -311,9 +252,9 @@ def bench_size(batch: int, side: int, device: torch.device, repeats: int, seed: 
             loss_fn(p, result).backward()
         return run
 
-    lib_loss = lambda p, r: masked_l1_loss(p, x, r.voxel_mask)  # noqa: E731
+    lib_loss = lambda p, r: subvolume_masked_l1_loss(p, x, r.subvolume_mask)  # noqa: E731
     ref_loss = lambda p, r: reference_block_loss(p, x, r[2])  # noqa: E731
-    prop_loss = lambda p, r: proposed_loss(p, x, r[1])  # noqa: E731
+    voxel_loss = lambda p, r: masked_l1_loss(p, x, r[1])  # noqa: E731
     # each "+ loss" run includes one clone of the batch, the stand-in network output: subtracted
     mem = {
         "LIBRARY mask, zero fill": memory(lambda: zero_masker(x)),
@@ -322,8 +263,8 @@ def bench_size(batch: int, side: int, device: torch.device, repeats: int, seed: 
         "LIBRARY mask (zero) + loss": memory(with_loss(lambda: zero_masker(x), lib_loss)) - 1.0,
         "LIBRARY mask (noise) + loss": memory(with_loss(lambda: noise_masker(x), lib_loss)) - 1.0,
         "REF mask (noise) + loss loop": memory(with_loss(lambda: reference_block_masking(x, "noise"), ref_loss)) - 1.0,
-        "PROPOSAL mask (zero) + loss": memory(with_loss(lambda: proposed_mask(x, "zero"), prop_loss)) - 1.0,
-        "PROPOSAL mask (noise) + loss": memory(with_loss(lambda: proposed_mask(x, "noise"), prop_loss)) - 1.0,
+        "VOXEL mask (zero) + loss": memory(with_loss(lambda: voxel_mask_masking(x, "zero"), voxel_loss)) - 1.0,
+        "VOXEL mask (noise) + loss": memory(with_loss(lambda: voxel_mask_masking(x, "noise"), voxel_loss)) - 1.0,
     }
 
     if profile:
@@ -333,7 +274,7 @@ def bench_size(batch: int, side: int, device: torch.device, repeats: int, seed: 
         for title, fn in (("LIBRARY mask, zero fill", lambda: zero_masker(x)),
                           ("LIBRARY mask, noise fill", lambda: noise_masker(x)),
                           ("LIBRARY loss fwd+bwd", loss_library),
-                          ("PROPOSAL mask, zero fill", lambda: proposed_mask(x, "zero")),
+                          ("VOXEL mask, zero fill", lambda: voxel_mask_masking(x, "zero")),
                           ("clone", lambda: x.clone())):
             fn()
             evict()
@@ -371,7 +312,7 @@ def report(title: str, batch: int, side: int, r: dict):
             loss = paired_ratio(lt, ["REF loss loop fwd+bwd"], ["LIBRARY loss fwd+bwd"])
         else:
             loss = (paired_ratio(lt, ["REF loss loop fwd+bwd"], ["LIBRARY loss fwd+bwd"])
-                    * paired_ratio(t, ["LIBRARY loss fwd+bwd"], ["PROPOSAL loss fwd+bwd"]))
+                    * paired_ratio(t, ["LIBRARY loss fwd+bwd"], ["VOXEL loss fwd+bwd"]))
         is_target_size = batch == 4 and side == 96
         return [
             [f"{prefix}: criterion + sampling + zero fill / clone", f"{zero:.2f}", f"<= {TARGET_ZERO}",
@@ -384,7 +325,7 @@ def report(title: str, batch: int, side: int, r: dict):
              verdict(peak <= TARGET_MEMORY)],
         ]
 
-    rows = targets("LIBRARY") + targets("PROPOSAL") + [
+    rows = targets("LIBRARY") + targets("VOXEL") + [
         ["REF masking / LIBRARY masking, zero fill", f"{paired_ratio(t, ['REF mask, zero fill'], ['LIBRARY mask, zero fill']):.2f}", "-", "(info)"],
         ["REF masking / LIBRARY masking, noise fill", f"{paired_ratio(t, ['REF mask, noise fill'], ['LIBRARY mask, noise fill']):.2f}", "-", "(info)"],
     ]
@@ -395,11 +336,9 @@ def report(title: str, batch: int, side: int, r: dict):
 def compile_check(device: torch.device, title: str, repeats: int, seed: int) -> None:
     """Is the criterion's clamp + block sum faster under torch.compile? (4x1x96^3)"""
     x = make_batch(4, 96, device, seed)
-    b, c, d, h, w = x.shape
-    s, (lo, hi) = SUBVOLUME, WINDOW
 
     def criterion(t):
-        return t[:, 0].clamp(lo, hi).view(b, d // s, s, h // s, s, w // s, s).sum(6).sum(4).sum(2)
+        return foreground_subvolumes(t, SUBVOLUME, WINDOW, THRESHOLD)
 
     start = time.perf_counter()
     compiled = torch.compile(criterion, dynamic=False)
@@ -410,7 +349,7 @@ def compile_check(device: torch.device, title: str, repeats: int, seed: int) -> 
                               "criterion, torch.compile": lambda: compiled(x)}, repeats, device,
                              before=lambda: flush_buffer.fill_(1.0) if device.type == "cpu" else None)
     rows = [[k, ms(median(v)), f"{paired_ratio(times, [k], ['clone']):.2f}"] for k, v in times.items()]
-    print(f"\n{format_table(['operation', 'median ms', 'x clone'], rows, f'{title} 4x1x96^3: PROPOSAL criterion (clamp + staged block sums), eager vs torch.compile (compiled in {compile_s:.0f} s)')}")
+    print(f"\n{format_table(['operation', 'median ms', 'x clone'], rows, f'{title} 4x1x96^3: LIBRARY criterion (clamp + staged block sums), eager vs torch.compile (compiled in {compile_s:.0f} s)')}")
 
 
 def run_device(device: torch.device, title: str, sizes, repeats: int, seed: int, profile: bool) -> None:
@@ -442,7 +381,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="print torch profiler tables for the library path")
     parser.add_argument("--compile", action="store_true",
-                        help="also time the PROPOSAL criterion under torch.compile (needs a C++ compiler on CPU)")
+                        help="also time the LIBRARY criterion under torch.compile (needs a C++ compiler on CPU)")
     parser.add_argument("--quick", action="store_true", help="4x96 only, 5 repetitions")
     parser.add_argument("--cpu-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -121,7 +121,7 @@ def measure(backbone: str, architecture: dict, arch_name: str, patch: int, batch
 
     def loss_masked():
         pred.grad = None
-        masked.loss(pred, x, out.voxel_mask).backward()
+        masked.loss(pred, x, out.subvolume_mask).backward()
 
     def loss_plain():
         pred.grad = None
@@ -138,7 +138,7 @@ def measure(backbone: str, architecture: dict, arch_name: str, patch: int, batch
         t_lp.append(timed(loss_plain))
     ratios = np.array(t_masked) / np.array(t_plain)
     component = (median(t_mask_only) + median(t_lm) - median(t_lp)) / median(t_plain)
-    fraction = float(masker(x).voxel_mask.float().mean())
+    fraction = float(masker(x).masked_fraction)
     del net, masked, plain
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -17,10 +17,10 @@ scale (:mod:`nnunet_subfore.intensity` does that from the plans).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 DEFAULT_WINDOW: Tuple[float, float] = (-175.0, 250.0)
 DEFAULT_THRESHOLD = 0.1
@@ -67,6 +67,37 @@ def windowed_intensity(x: torch.Tensor, window: Sequence[float] = DEFAULT_WINDOW
     return ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
+def subvolume_view(x: torch.Tensor, subvolume_size: int) -> torch.Tensor:
+    """(B, C, D, H, W) -> (B, C, D/s, s, H/s, s, W/s, s): a view of the subvolumes, no copy.
+
+    A subvolume mask ``m`` (B, nd, nh, nw) broadcasts against it as ``m[:, None, :, None, :, None, :, None]``
+    (see :func:`broadcastable_subvolume_mask`), which lets masks act on voxels without ever
+    materializing a voxel mask. ``x`` must be contiguous.
+    """
+    b, c, d, h, w = x.shape
+    s = subvolume_size
+    return x.view(b, c, d // s, s, h // s, s, w // s, s)
+
+
+def broadcastable_subvolume_mask(subvolume_mask: torch.Tensor) -> torch.Tensor:
+    """(B, nd, nh, nw) -> (B, 1, nd, 1, nh, 1, nw, 1), broadcasting against :func:`subvolume_view`."""
+    return subvolume_mask[:, None, :, None, :, None, :, None]
+
+
+def _foreground_from_clamped(clamped: torch.Tensor, subvolume_size: int, lo: float, hi: float,
+                             threshold: float) -> torch.Tensor:
+    """Criterion on channel 0 already clamped to [lo, hi], shape (B, D, H, W) and contiguous.
+
+    mean(clip((x - lo) / (hi - lo), 0, 1)) >= t  <=>  sum(clamp(x, lo, hi)) >= (lo + t (hi - lo)) s^3,
+    so the criterion needs no shifted or scaled copy. The block sums reduce one block axis at a
+    time, innermost first (contiguous reductions; about twice as fast on CPU as ``avg_pool3d``).
+    """
+    b, d, h, w = clamped.shape
+    s = subvolume_size
+    sums = clamped.view(b, d // s, s, h // s, s, w // s, s).sum(6).sum(4).sum(2)
+    return sums >= (lo + threshold * (hi - lo)) * s ** 3
+
+
 def foreground_subvolumes(
     hu: torch.Tensor,
     subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
@@ -87,9 +118,10 @@ def foreground_subvolumes(
         bool tensor (B, D/s, H/s, W/s), True for foreground subvolumes.
     """
     _check_volume(hu, subvolume_size, "hu")
-    u = windowed_intensity(hu[:, :1].float(), window)
-    means = F.avg_pool3d(u, kernel_size=subvolume_size, stride=subvolume_size)
-    return means[:, 0] >= threshold
+    lo, hi = _check_window(window)
+    dtype = hu.dtype if hu.dtype in (torch.float32, torch.float64) else torch.float32
+    clamped = torch.clamp(hu[:, 0].to(dtype), lo, hi)
+    return _foreground_from_clamped(clamped.contiguous(), subvolume_size, lo, hi, threshold)
 
 
 def sample_subvolume_mask(
@@ -163,15 +195,26 @@ class MaskedBatch:
 
     Attributes:
         masked: the network input, ``x`` with the masked subvolumes filled.
-        voxel_mask: bool (B, 1, D, H, W), True on masked voxels (broadcasts over channels).
         subvolume_mask: bool (B, nd, nh, nw), True on masked subvolumes.
         foreground: bool (B, nd, nh, nw), True on foreground subvolumes.
+        subvolume_size: side length of the subvolumes.
+        voxel_mask: bool (B, 1, D, H, W), True on masked voxels (broadcasts over channels). Built on
+            first access only: the trainers never need it (one byte per voxel of the batch).
     """
 
     masked: torch.Tensor
-    voxel_mask: torch.Tensor
     subvolume_mask: torch.Tensor
     foreground: torch.Tensor
+    subvolume_size: int
+
+    @cached_property
+    def voxel_mask(self) -> torch.Tensor:
+        return expand_subvolume_mask(self.subvolume_mask, self.subvolume_size)
+
+    @property
+    def masked_fraction(self) -> torch.Tensor:
+        """Share of the voxels that were masked (a 0-d float tensor on the batch's device)."""
+        return self.subvolume_mask.float().mean()
 
 
 class ForegroundMasker:
@@ -219,8 +262,33 @@ class ForegroundMasker:
         )
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> MaskedBatch:
-        """Mask a batch (B, C, D, H, W); the criterion reads channel 0, the mask applies to all channels."""
-        fg = foreground_subvolumes(x, self.subvolume_size, self.window, self.threshold)
+        """Mask a batch (B, C, D, H, W); the criterion reads channel 0, the mask applies to all channels.
+
+        The same result as :func:`foreground_subvolumes`, :func:`sample_subvolume_mask` and
+        :func:`fill_masked` in turn (including the random draws for a given ``generator``), with one
+        batch-sized allocation in all: the output buffer first holds channel 0 clamped to the
+        window for the criterion, then the filled batch; masks act through
+        :func:`subvolume_view` and are never expanded to voxels. Zero fill multiplies by the
+        complement of the mask (a masked voxel of negative intensity becomes -0.0, equal to 0.0;
+        inputs must be finite).
+        """
+        _check_volume(x, self.subvolume_size, "x")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating point tensor, got dtype {x.dtype}.")
+        x = x.contiguous()
+        s = self.subvolume_size
+        lo, hi = self.window
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        if x.dtype in (torch.float32, torch.float64):
+            clamped = torch.clamp(x[:, 0], lo, hi, out=out[:, 0])
+        else:  # half precision would overflow the block sums
+            clamped = torch.clamp(x[:, 0].float(), lo, hi)
+        fg = _foreground_from_clamped(clamped, s, lo, hi, self.threshold)
         sub = sample_subvolume_mask(fg, self.ratio, self.selection, generator)
-        voxel = expand_subvolume_mask(sub, self.subvolume_size)
-        return MaskedBatch(fill_masked(x, voxel, self.fill, generator), voxel, sub, fg)
+        x8, out8, m = subvolume_view(x, s), subvolume_view(out, s), broadcastable_subvolume_mask(sub)
+        if self.fill == "noise":
+            out.normal_(generator=generator)  # the same draws as torch.randn(x.shape, generator=generator)
+            torch.where(m, out8, x8, out=out8)
+        else:
+            torch.mul(x8, ~m, out=out8)
+        return MaskedBatch(out, sub, fg, s)

@@ -147,6 +147,40 @@ def test_reproducible_with_generator():
     assert torch.equal(a.masked, b.masked) and torch.equal(a.voxel_mask, b.voxel_mask)
 
 
+@pytest.mark.parametrize("fill", ["noise", "zero"])
+@pytest.mark.parametrize("selection", ["bernoulli", "exact", "random"])
+def test_masker_equals_the_functions_it_fuses(fill, selection):
+    """The masker's single-buffer path gives what the documented functions give, draw for draw."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(2, 2, 32, 48, 32, generator=gen) * 1400 - 1000  # two channels, criterion on channel 0
+    masker = ForegroundMasker(ratio=0.5, selection=selection, fill=fill)
+    out = masker(x, generator=torch.Generator().manual_seed(5))
+    ref_gen = torch.Generator().manual_seed(5)
+    fg = foreground_subvolumes(x)
+    sub = sample_subvolume_mask(fg, 0.5, selection, ref_gen)
+    expected = fill_masked(x, expand_subvolume_mask(sub, S), fill, ref_gen)
+    assert torch.equal(out.foreground, fg) and torch.equal(out.subvolume_mask, sub)
+    assert torch.equal(out.masked, expected)  # -0.0 == 0.0 for the zero fill
+    assert torch.equal(out.voxel_mask, expand_subvolume_mask(sub, S))
+    assert out.masked_fraction.item() == pytest.approx(out.voxel_mask.float().mean().item())
+
+
+def test_masker_keeps_the_input_and_builds_no_voxel_mask_unless_asked():
+    x = _half_body(2)
+    before = x.clone()
+    out = ForegroundMasker(ratio=1.0)(x, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(x, before) and out.masked.data_ptr() != x.data_ptr()
+    assert "voxel_mask" not in vars(out)  # lazily built
+    assert out.voxel_mask[..., 32:].all() and "voxel_mask" in vars(out)
+
+
+def test_half_precision_batch_uses_a_float32_criterion():
+    hu = blocks([[[-1000.0, 250.0]]]).half()  # a float16 block sum of 4096 x 250 would overflow
+    out = ForegroundMasker(ratio=1.0, fill="zero")(hu)
+    assert out.foreground.tolist() == [[[[False, True]]]] and out.masked.dtype == torch.float16
+    assert (out.masked[..., 16:] == 0).all() and (out.masked[..., :16] == -1000).all()
+
+
 def test_window_in_other_units_gives_the_same_subvolumes():
     gen = torch.Generator().manual_seed(8)
     hu = torch.rand(2, 1, 32, 32, 32, generator=gen) * 1400 - 1000

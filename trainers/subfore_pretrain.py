@@ -97,7 +97,7 @@ class SubForePretrainTrainer(SubForeTrainerBase):
         batch = self.masker(data, generator=generator)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             reconstruction = self.network(batch.masked)
-        loss = self.loss(reconstruction.float(), data, batch.voxel_mask)
+        loss = self.loss(reconstruction.float(), data.float(), batch.subvolume_mask)
         return loss, batch
 
     def train_step(self, batch: dict) -> dict:
@@ -124,7 +124,7 @@ class SubForePretrainTrainer(SubForeTrainerBase):
     def validation_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         loss, masked = self._masked_loss(data, generator=self._val_generator)
-        return {"loss": loss.cpu().numpy(), "masked_fraction": masked.voxel_mask.float().mean().cpu().numpy()}
+        return {"loss": loss.cpu().numpy(), "masked_fraction": masked.masked_fraction.cpu().numpy()}
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
         losses = collate_outputs(val_outputs)["loss"]
@@ -187,8 +187,8 @@ class SubForePretrainTrainer(SubForeTrainerBase):
             loss, masked = self._masked_loss(x, generator=generator)
             per_case[key] = {
                 "masked_l1": float(loss),
-                "masked_fraction": float(masked.voxel_mask.float().mean()),
-                "foreground_fraction": float(masked.foreground.float().mean()),
+                "masked_fraction": float(masked.masked_fraction),
+                "foreground_fraction": self._foreground_fraction(masked),
             }
         masked_cases = [v["masked_l1"] for v in per_case.values() if v["masked_fraction"] > 0]
         summary = {
@@ -206,6 +206,10 @@ class SubForePretrainTrainer(SubForeTrainerBase):
         self.print_to_log_file(
             f"Reconstruction on {len(val_keys)} validation cases: mean masked L1 {summary['mean_masked_l1']}"
         )
+
+    def _foreground_fraction(self, masked) -> float:
+        """Share of the patch's subvolumes that pass the HU criterion (reported per validation case)."""
+        return float(masked.foreground.float().mean())
 
 
 def _center_patch(data: np.ndarray, patch: List[int]) -> np.ndarray:
@@ -237,6 +241,10 @@ class SubForeRandomMaskPretrainTrainer(SubForePretrainTrainer):
     def build_masker(self) -> ForegroundMasker:
         # random masking ignores intensities, so it needs no HU check and works on any modality
         return ForegroundMasker(self.subvolume_size, ratio=self.mask_ratio, selection="random", fill=self.mask_fill)
+
+    def _foreground_fraction(self, masked):
+        # the masker never evaluates the HU criterion (no window in these units): not applicable
+        return None
 
 
 class SubForeRandomMaskPretrainTrainer_UNETR(SubForeRandomMaskPretrainTrainer):
