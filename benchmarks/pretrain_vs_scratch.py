@@ -217,7 +217,9 @@ def pretraining_stats(runner: Runner, seed: int, arm: str) -> dict:
     cases = list(data["per_case"].values())
     return {"masked_l1": data.get("mean_masked_l1"),
             "masked_fraction": float(np.mean([c["masked_fraction"] for c in cases])),
-            "foreground_fraction": float(np.mean([c["foreground_fraction"] for c in cases]))}
+            # None for random masking, which never evaluates the HU criterion
+            "foreground_fraction": (float(np.mean([c["foreground_fraction"] for c in cases]))
+                                    if all(c.get("foreground_fraction") is not None for c in cases) else None)}
 
 
 def seed_chains(runner: Runner, args, seed: int) -> List:

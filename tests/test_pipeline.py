@@ -93,6 +93,8 @@ def test_pretraining_run_is_complete_and_loads_on_cpu(demo_run):
     assert len(logging["val_losses"]) == len(logging["train_losses"]) == 4
     metrics = json.loads((fold / "validation" / "reconstruction_metrics.json").read_text())
     assert np.isfinite(metrics["mean_masked_l1"]) and metrics["per_case"]
+    for case in metrics["per_case"].values():  # Bernoulli foreground masking masks foreground only
+        assert 0.0 < case["foreground_fraction"] <= 1.0 and case["masked_fraction"] <= case["foreground_fraction"]
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "HU foreground criterion" in log and "Pseudo dice" not in log
 
