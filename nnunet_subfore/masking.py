@@ -86,7 +86,7 @@ def broadcastable_subvolume_mask(subvolume_mask: torch.Tensor) -> torch.Tensor:
 
 def _foreground_from_clamped(clamped: torch.Tensor, subvolume_size: int, lo: float, hi: float,
                              threshold: float) -> torch.Tensor:
-    """Criterion on channel 0 already clamped to [lo, hi], shape (B, D, H, W) and contiguous.
+    """Criterion on channel 0 already clamped to [lo, hi], shape (B, D, H, W) (a channel slice of a contiguous batch is fine).
 
     mean(clip((x - lo) / (hi - lo), 0, 1)) >= t  <=>  sum(clamp(x, lo, hi)) >= (lo + t (hi - lo)) s^3,
     so the criterion needs no shifted or scaled copy. The block sums reduce one block axis at a
