@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from nnunet_subfore.masking import broadcastable_subvolume_mask
+from nnunet_subfore.masking import broadcastable_subvolume_mask, subvolume_view
 
 
 def masked_l1_loss(prediction: torch.Tensor, target: torch.Tensor, voxel_mask: torch.Tensor) -> torch.Tensor:
@@ -36,12 +34,6 @@ def masked_l1_loss(prediction: torch.Tensor, target: torch.Tensor, voxel_mask: t
     return masked_sum / count.clamp_min(1)
 
 
-def _blocks(t: torch.Tensor, block: Tuple[int, int, int]) -> torch.Tensor:
-    b, c, d, h, w = t.shape
-    sd, sh, sw = block
-    return t.view(b, c, d // sd, sd, h // sh, sh, w // sw, sw)
-
-
 class _SubvolumeMaskedL1(torch.autograd.Function):
     """Forward keeps one temporary (the difference, made absolute and masked in place); backward
     allocates only the gradient it returns; nothing batch-sized beyond the inputs is saved."""
@@ -51,7 +43,7 @@ class _SubvolumeMaskedL1(torch.autograd.Function):
         voxels_per_subvolume = block[0] * block[1] * block[2] * prediction.shape[1]
         count = (subvolume_mask.sum() * voxels_per_subvolume).clamp_min(1).to(prediction.dtype)
         diff = torch.sub(prediction, target).abs_()
-        total = _blocks(diff, block).mul_(broadcastable_subvolume_mask(subvolume_mask)).sum()
+        total = subvolume_view(diff, block).mul_(broadcastable_subvolume_mask(subvolume_mask)).sum()
         ctx.save_for_backward(prediction, target, subvolume_mask, count)
         ctx.block = block
         return total / count
@@ -61,7 +53,7 @@ class _SubvolumeMaskedL1(torch.autograd.Function):
     def backward(ctx, grad):
         prediction, target, subvolume_mask, count = ctx.saved_tensors
         g = torch.sub(prediction, target).sign_()
-        _blocks(g, ctx.block).mul_(broadcastable_subvolume_mask(subvolume_mask) * (grad / count))
+        subvolume_view(g, ctx.block).mul_(broadcastable_subvolume_mask(subvolume_mask) * (grad / count))
         grad_target = -g if ctx.needs_input_grad[1] else None
         return (g if ctx.needs_input_grad[0] else None), grad_target, None, None
 

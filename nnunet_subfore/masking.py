@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -67,21 +67,30 @@ def windowed_intensity(x: torch.Tensor, window: Sequence[float] = DEFAULT_WINDOW
     return ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
-def subvolume_view(x: torch.Tensor, subvolume_size: int) -> torch.Tensor:
-    """(B, C, D, H, W) -> (B, C, D/s, s, H/s, s, W/s, s): a view of the subvolumes, no copy.
+def subvolume_view(x: torch.Tensor, subvolume_size: Union[int, Sequence[int]]) -> torch.Tensor:
+    """(B, C, D, H, W) -> (B, C, D/sd, sd, H/sh, sh, W/sw, sw): a view of the subvolumes, no copy.
 
-    A subvolume mask ``m`` (B, nd, nh, nw) broadcasts against it as ``m[:, None, :, None, :, None, :, None]``
-    (see :func:`broadcastable_subvolume_mask`), which lets masks act on voxels without ever
-    materializing a voxel mask. ``x`` must be contiguous.
+    ``subvolume_size`` is one side ``s`` for cubes or ``(sd, sh, sw)``. A subvolume mask ``m``
+    (B, nd, nh, nw) broadcasts against the view as ``m[:, None, :, None, :, None, :, None]`` (see
+    :func:`broadcastable_subvolume_mask`), which lets masks act on voxels without ever materializing
+    a voxel mask. ``x`` must be contiguous.
     """
+    sd, sh, sw = (subvolume_size,) * 3 if isinstance(subvolume_size, int) else subvolume_size
     b, c, d, h, w = x.shape
-    s = subvolume_size
-    return x.view(b, c, d // s, s, h // s, s, w // s, s)
+    return x.view(b, c, d // sd, sd, h // sh, sh, w // sw, sw)
 
 
 def broadcastable_subvolume_mask(subvolume_mask: torch.Tensor) -> torch.Tensor:
     """(B, nd, nh, nw) -> (B, 1, nd, 1, nh, 1, nw, 1), broadcasting against :func:`subvolume_view`."""
     return subvolume_mask[:, None, :, None, :, None, :, None]
+
+
+def _clamped_channel0(x: torch.Tensor, lo: float, hi: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Channel 0 of ``x`` clamped to [lo, hi], in float32 or float64 (half precision would overflow the
+    block sums); written into channel 0 of ``out`` when given and ``x`` is single or double precision."""
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.clamp(x[:, 0], lo, hi, out=None if out is None else out[:, 0])
+    return torch.clamp(x[:, 0].float(), lo, hi)
 
 
 def _foreground_from_clamped(clamped: torch.Tensor, subvolume_size: int, lo: float, hi: float,
@@ -121,9 +130,8 @@ def foreground_subvolumes(
     """
     _check_volume(hu, subvolume_size, "hu")
     lo, hi = _check_window(window)
-    dtype = hu.dtype if hu.dtype in (torch.float32, torch.float64) else torch.float32
-    clamped = torch.clamp(hu[:, 0].to(dtype), lo, hi)
-    return _foreground_from_clamped(clamped.contiguous(), subvolume_size, lo, hi, threshold)
+    clamped = _clamped_channel0(hu, lo, hi).contiguous()
+    return _foreground_from_clamped(clamped, subvolume_size, lo, hi, threshold)
 
 
 def sample_subvolume_mask(
@@ -281,11 +289,7 @@ class ForegroundMasker:
         s = self.subvolume_size
         lo, hi = self.window
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        if x.dtype in (torch.float32, torch.float64):
-            clamped = torch.clamp(x[:, 0], lo, hi, out=out[:, 0])
-        else:  # half precision would overflow the block sums
-            clamped = torch.clamp(x[:, 0].float(), lo, hi)
-        fg = _foreground_from_clamped(clamped, s, lo, hi, self.threshold)
+        fg = _foreground_from_clamped(_clamped_channel0(x, lo, hi, out=out), s, lo, hi, self.threshold)
         sub = sample_subvolume_mask(fg, self.ratio, self.selection, generator)
         x8, out8, m = subvolume_view(x, s), subvolume_view(out, s), broadcastable_subvolume_mask(sub)
         if self.fill == "noise":
