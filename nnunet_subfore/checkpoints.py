@@ -12,13 +12,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.networks import POSITION_EMBEDDING_KEY, STEM_KEYS, backbone_of_state_dict
+from nnunet_subfore.networks import (
+    POSITION_EMBEDDING_KEY,
+    STEM_KEYS,
+    TrainerNetwork,
+    backbone_of_state_dict,
+    token_grid,
+)
 
 HEAD_MARKER = ".seg_layers."
 
@@ -94,8 +100,14 @@ def transfer_error_message(
     network_backbone: str,
     checkpoint_backbone: Optional[str],
     trainer_name: str,
+    trainers_for_backbone: Mapping[str, Tuple[str, str]],
 ) -> str:
-    """The message for a checkpoint the network cannot take, with the fix."""
+    """The message for a checkpoint the network cannot take, with the fix.
+
+    Args:
+        trainers_for_backbone: backbone -> (fine-tuning trainer, pretraining trainer) to suggest; the
+            trainer asking passes its own family (e.g. the ``_demo`` variants name ``_demo`` trainers).
+    """
     where = f"Pretrained weights {checkpoint_path} do not fit {trainer_name} ({network_backbone})."
     if checkpoint_backbone is None:
         return (
@@ -103,8 +115,8 @@ def transfer_error_message(
             f"'backbone.'); it was not written by a SubFore pretraining trainer.\n{report.describe()}"
         )
     if checkpoint_backbone != network_backbone:
-        hint = "SubForePretrainTrainer" if network_backbone == "swinunetr" else "SubForePretrainTrainer_UNETR"
-        other = "SubForeUNETRTrainer" if checkpoint_backbone == "unetr" else "SubForeSwinUNETRTrainer"
+        other = trainers_for_backbone.get(checkpoint_backbone, ("a fine-tuning trainer of that backbone",))[0]
+        hint = trainers_for_backbone.get(network_backbone, (None, "a pretraining trainer of that backbone"))[1]
         return (
             f"{where} The checkpoint is a {checkpoint_backbone} network. Fine-tune it with {other}, or pretrain "
             f"{network_backbone} with {hint}."
@@ -160,7 +172,7 @@ def adapt_state_dict(
 ) -> Tuple[Dict[str, torch.Tensor], TransferReport]:
     """Adapt input channels (stem) and UNETR position embeddings of ``checkpoint_state`` to ``network_state``.
 
-    ``token_grid`` / ``checkpoint_token_grid`` are the UNETR token grids (patch size // 16) of the
+    ``token_grid`` / ``checkpoint_token_grid`` are the UNETR token grids (:func:`networks.token_grid`) of the
     target and the checkpoint; when not given they are taken to be cubic.
 
     Returns the adapted state dict (head keys dropped) and the transfer report after adaptation.
@@ -192,8 +204,7 @@ def source_token_grid(checkpoint: dict) -> Optional[Tuple[int, int, int]]:
     """The UNETR token grid a SubFore checkpoint was trained with, from the plans it saved (None if unknown)."""
     try:
         args = checkpoint["init_args"]
-        patch = args["plans"]["configurations"][args["configuration"]]["patch_size"]
-        return tuple(int(p) // 16 for p in patch)
+        return token_grid(args["plans"]["configurations"][args["configuration"]]["patch_size"])
     except (KeyError, TypeError):
         return None
 
@@ -209,44 +220,40 @@ def _cube_grid(n_tokens: int, what: str) -> Tuple[int, int, int]:
 
 def adapt_checkpoint(
     source: Path,
-    plans_file: Path,
-    configuration: str,
+    checkpoint: dict,
+    target: TrainerNetwork,
     trainer_name: str,
-    num_input_channels: int,
     output: Path,
+    trainers_for_backbone: Mapping[str, Tuple[str, str]],
     force: bool = False,
 ) -> AdaptationReport:
-    """Write a checkpoint that nnU-Net's ``-pretrained_weights`` loader accepts for ``trainer_name``.
+    """Write a checkpoint that nnU-Net's ``-pretrained_weights`` loader accepts for ``target``.
 
     Args:
-        source: ``checkpoint_final.pth`` of a SubFore pretraining run.
-        plans_file: the fine-tuning dataset's plans (e.g. ``$nnUNet_preprocessed/Dataset602_X/nnUNetPlans.json``).
-        configuration: the configuration to fine-tune (``3d_fullres``).
-        trainer_name: fine-tuning trainer class (found like nnU-Net finds it, incl. ``nnUNet_extTrainer``).
-        num_input_channels: input channels of the fine-tuning data (BraTS: 4).
+        source: ``checkpoint_final.pth`` of a SubFore pretraining run (named in messages and the output).
+        checkpoint: its content (:func:`load_checkpoint`).
+        target: the network the fine-tuning trainer builds (:func:`nnunet_subfore.registry.build_trainer_network`),
+            with its input channels and patch.
+        trainer_name: the fine-tuning trainer's name (for messages and the record in the output).
         output: where to write the adapted checkpoint.
+        trainers_for_backbone: backbone -> (fine-tuning, pretraining) trainer names to suggest on a mismatch.
         force: overwrite ``output`` if it exists.
     """
-    from nnunet_subfore.trainer_lookup import build_trainer_network
-
     output = Path(output)
     if output.exists() and not force:
         raise UserError(f"{output} exists; pass --force to overwrite it.")
-    if num_input_channels < 1:
-        raise UserError(f"--num-input-channels must be >= 1, got {num_input_channels}.")
-    checkpoint = load_checkpoint(Path(source))
-    network, backbone, token_grid = build_trainer_network(trainer_name, Path(plans_file), configuration, num_input_channels)
-    network_state = dict(network.state_dict())
+    network_state = dict(target.network.state_dict())
     checkpoint_backbone = backbone_of_state_dict(checkpoint["network_weights"])
-    if checkpoint_backbone != backbone:
+    if checkpoint_backbone != target.backbone:
         raise UserError(
             transfer_error_message(
-                compare_state_dicts(network_state, checkpoint["network_weights"]), Path(source), backbone,
-                checkpoint_backbone, trainer_name,
+                compare_state_dicts(network_state, checkpoint["network_weights"]), Path(source), target.backbone,
+                checkpoint_backbone, trainer_name, trainers_for_backbone,
             )
         )
-    adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, backbone, token_grid,
-                                       source_token_grid(checkpoint))
+    adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, target.backbone,
+                                       target.token_grid, source_token_grid(checkpoint))
+    num_input_channels = _input_channels(network_state, target.backbone)
     if not report.ok:
         raise UserError(
             f"{source} cannot be adapted to {trainer_name} with {num_input_channels} input channel(s):\n"
@@ -257,9 +264,13 @@ def adapt_checkpoint(
         "network_weights": adapted,
         "trainer_name": checkpoint.get("trainer_name"),
         "adapted_from": str(Path(source).resolve()),
-        "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels,
-                        "configuration": configuration},
+        "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels},
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, output)
     return AdaptationReport(output=output, transfer=report)
+
+
+def _input_channels(network_state: Dict[str, torch.Tensor], backbone: str) -> int:
+    """Input channels of a network, read off its first stem weight."""
+    return int(network_state[STEM_KEYS[backbone][0]].shape[1])

@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import List, Optional
 
 from nnunet_subfore.errors import UserError
-
-
-def trainer_path() -> Path:
-    """The folder that ``nnUNet_extTrainer`` must point at (regular and editable installs)."""
-    import nnunet_subfore.trainers as trainers
-
-    return Path(trainers.__file__).resolve().parent
+from nnunet_subfore.recipe import BODY_THRESHOLD_HU, PAPER_MASKING
 
 
 def _cmd_trainer_path(args) -> int:
+    from nnunet_subfore.registry import trainer_path
+
     print(trainer_path())
     return 0
 
@@ -44,7 +40,7 @@ def _cmd_register_unlabeled(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from nnunet_subfore.data.convert import convert_dataset
+    from nnunet_subfore.data.converters import convert_dataset
 
     report = convert_dataset(
         name=args.dataset,
@@ -58,11 +54,11 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plans(args) -> int:
-    from nnunet_subfore.plans import write_subfore_plans
+    from nnunet_subfore.plans import PAPER_PATCH_SIZE, write_subfore_plans
 
     out = write_subfore_plans(
         args.dataset,
-        patch_size=tuple(args.patch) if args.patch else (96, 96, 96),
+        patch_size=tuple(args.patch) if args.patch else PAPER_PATCH_SIZE,
         batch_size=args.batch_size,
         hu_window=tuple(args.hu_window) if args.hu_window else None,
         source_plans=args.source_plans,
@@ -79,15 +75,23 @@ def _cmd_plans(args) -> int:
 
 
 def _cmd_adapt_checkpoint(args) -> int:
-    from nnunet_subfore.checkpoints import adapt_checkpoint
+    from nnunet_subfore.checkpoints import adapt_checkpoint, load_checkpoint
+    from nnunet_subfore.registry import build_trainer_network, find_trainer_class
 
+    output = Path(args.output)
+    if output.exists() and not args.force:
+        raise UserError(f"{output} exists; pass --force to overwrite it.")
+    if args.num_input_channels < 1:
+        raise UserError(f"--num-input-channels must be >= 1, got {args.num_input_channels}.")
+    checkpoint = load_checkpoint(Path(args.source))
+    target = build_trainer_network(args.trainer, Path(args.plans), args.configuration, args.num_input_channels)
     report = adapt_checkpoint(
         source=Path(args.source),
-        plans_file=Path(args.plans),
-        configuration=args.configuration,
+        checkpoint=checkpoint,
+        target=target,
         trainer_name=args.trainer,
-        num_input_channels=args.num_input_channels,
-        output=Path(args.output),
+        output=output,
+        trainers_for_backbone=getattr(find_trainer_class(args.trainer), "trainers_for_backbone", {}),
         force=args.force,
     )
     print(report.describe())
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", dest="dataset_id", type=int, required=True, help="dataset ID, e.g. 601")
     p.add_argument("-n", dest="name", required=True, help="dataset name, e.g. CTPretrain")
     p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
-    p.add_argument("--body-threshold", type=float, default=-500.0, help="HU above which a voxel may be body (default -500)")
+    p.add_argument("--body-threshold", type=float, default=BODY_THRESHOLD_HU,
+                   help=f"HU above which a voxel may be body (default {BODY_THRESHOLD_HU:g})")
     p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID and another name is refused)")
     p.set_defaults(func=_cmd_register_unlabeled)
 
@@ -174,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plans", help="write the SubForePlans preset derived from a dataset's nnUNetPlans")
     p.add_argument("-d", dest="dataset", required=True, help="dataset ID or name")
-    p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default 96 96 96)")
+    p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default: the paper's 96 96 96)")
     p.add_argument("--batch-size", type=int, help="batch size (default: keep the source plans')")
     p.add_argument("--hu-window", nargs=2, type=float, metavar=("LO", "HI"), help="fixed HU window as CT normalization")
     p.add_argument("--source-plans", default="nnUNetPlans")
@@ -206,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU")
     p.add_argument("-o", dest="output", required=True, help="output PNG")
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="crop this patch around the centre")
-    p.add_argument("--subvolume-size", type=int, default=16)
-    p.add_argument("--window", nargs=2, type=float, default=[-175.0, 250.0])
-    p.add_argument("--threshold", type=float, default=0.1)
-    p.add_argument("--ratio", type=float, default=0.6)
+    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
+    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
+    p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
+    p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_show_masking)
     return parser

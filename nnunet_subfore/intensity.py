@@ -72,8 +72,8 @@ class CTIntensityMapping:
             raise NotCTError(
                 f"Channel {channel} is normalized with {schemes[channel]!r}, not {CT_SCHEME!r}: its intensities "
                 f"are not Hounsfield units, so the HU foreground criterion does not apply. Use CT data (nnU-Net "
-                f"picks CTNormalization when dataset.json names the channel 'CT'), or the random-masking "
-                f"trainer (SubForeRandomMaskPretrainTrainer) for non-CT data."
+                f"picks CTNormalization when dataset.json names the channel 'CT'), or pretrain non-CT data "
+                f"with random masking (the ablation trainers of the README's trainer table read no intensities)."
             )
         props = plans["foreground_intensity_properties_per_channel"][str(channel)]
         return cls(

@@ -22,13 +22,13 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-DEFAULT_WINDOW: Tuple[float, float] = (-175.0, 250.0)
-DEFAULT_THRESHOLD = 0.1
-DEFAULT_SUBVOLUME_SIZE = 16
-DEFAULT_RATIO = 0.6
+from nnunet_subfore.recipe import FILLS, PAPER_MASKING, SELECTIONS, MaskingRecipe
 
-SELECTIONS = ("bernoulli", "exact", "random")
-FILLS = ("noise", "zero")
+# The paper's settings, as defaults of the functions below (defined once, in nnunet_subfore.recipe).
+DEFAULT_WINDOW: Tuple[float, float] = PAPER_MASKING.window
+DEFAULT_THRESHOLD = PAPER_MASKING.threshold
+DEFAULT_SUBVOLUME_SIZE = PAPER_MASKING.subvolume_size
+DEFAULT_RATIO = PAPER_MASKING.ratio
 
 
 def _check_volume(x: torch.Tensor, subvolume_size: int, name: str = "input") -> None:
@@ -137,7 +137,7 @@ def foreground_subvolumes(
 def sample_subvolume_mask(
     candidates: torch.Tensor,
     ratio: float = DEFAULT_RATIO,
-    selection: str = "bernoulli",
+    selection: str = PAPER_MASKING.selection,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """Choose the subvolumes to mask.
@@ -187,7 +187,7 @@ def expand_subvolume_mask(subvolume_mask: torch.Tensor, subvolume_size: int) -> 
 def fill_masked(
     x: torch.Tensor,
     voxel_mask: torch.Tensor,
-    fill: str = "noise",
+    fill: str = PAPER_MASKING.fill,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """Replace the masked voxels of ``x`` (all channels) with N(0, 1) noise or zeros; returns a new tensor."""
@@ -247,8 +247,8 @@ class ForegroundMasker:
         window: Sequence[float] = DEFAULT_WINDOW,
         threshold: float = DEFAULT_THRESHOLD,
         ratio: float = DEFAULT_RATIO,
-        selection: str = "bernoulli",
-        fill: str = "noise",
+        selection: str = PAPER_MASKING.selection,
+        fill: str = PAPER_MASKING.fill,
     ) -> None:
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
@@ -264,6 +264,21 @@ class ForegroundMasker:
         self.ratio = float(ratio)
         self.selection = selection
         self.fill = fill
+
+    @classmethod
+    def from_recipe(cls, recipe: MaskingRecipe = PAPER_MASKING, window: Optional[Sequence[float]] = None,
+                    selection: Optional[str] = None) -> "ForegroundMasker":
+        """A masker with ``recipe``'s settings.
+
+        Args:
+            recipe: the settings (default: the paper's).
+            window: the recipe's HU window expressed in the units of the batches (e.g.
+                :meth:`nnunet_subfore.intensity.CTIntensityMapping.window_to_normalized`); default: the
+                recipe's window as is (batches in HU).
+            selection: override the recipe's selection (``"random"`` for the ablation).
+        """
+        return cls(recipe.subvolume_size, recipe.window if window is None else window, recipe.threshold,
+                   recipe.ratio, recipe.selection if selection is None else selection, recipe.fill)
 
     def __repr__(self) -> str:
         return (

@@ -10,6 +10,7 @@ fine-tuning network (output = class logits) of the same backbone.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -17,8 +18,8 @@ from torch import nn
 
 BACKBONES = ("swinunetr", "unetr")
 
-#: The paper's architectures (DESIGN 4.4/4.5): SwinUNETR feature 48 with use_v2 (the authors' code),
-#: UNETR ViT-B/16 with feature size 16.
+#: The paper's architectures (docs/workflow.md, "The paper's recipe"): SwinUNETR feature 48 with use_v2
+#: (the authors' code), UNETR ViT-B/16 with feature size 16.
 PAPER_ARCHITECTURES: Dict[str, dict] = {
     "swinunetr": dict(
         feature_size=48,
@@ -63,9 +64,17 @@ TINY_ARCHITECTURES: Dict[str, dict] = {
     ),
 }
 
+#: UNETR's ViT patch (token) side: one token per 16^3 voxels.
+UNETR_TOKEN_SIDE = 16
+
 #: Every side of the input must be divisible by this (SwinUNETR: 2**5 from patch size 2 and four
-#: merges; UNETR: its ViT patch size 16).
-PATCH_DIVISORS: Dict[str, int] = {"swinunetr": 32, "unetr": 16}
+#: merges; UNETR: its ViT patch size).
+PATCH_DIVISORS: Dict[str, int] = {"swinunetr": 32, "unetr": UNETR_TOKEN_SIDE}
+
+
+def token_grid(patch_size: Sequence[int]) -> Tuple[int, int, int]:
+    """UNETR's token grid for a patch: (D, H, W) // 16 per side (the layout of its position embeddings)."""
+    return tuple(int(p) // UNETR_TOKEN_SIDE for p in patch_size)
 
 
 def _check_backbone(backbone: str) -> str:
@@ -218,3 +227,18 @@ def backbone_of_state_dict(state_dict: Dict[str, torch.Tensor]) -> Optional[str]
     if any(k.startswith("backbone.vit.") for k in state_dict):
         return "unetr"
     return None
+
+
+@dataclass
+class TrainerNetwork:
+    """The network a trainer would train on some plans, and what checkpoint adaptation needs to know of it.
+
+    Attributes:
+        network: the built network (untrained).
+        backbone: ``"swinunetr"`` or ``"unetr"``.
+        token_grid: UNETR's token grid (:func:`token_grid` of the patch); None for other backbones.
+    """
+
+    network: nn.Module
+    backbone: str
+    token_grid: Optional[Tuple[int, int, int]]

@@ -59,3 +59,12 @@ def find_dataset_name(dataset: Union[int, str], root: Path) -> str:
     if len(matches) > 1:
         raise UserError(f"Several datasets with ID {dataset_id} in {root}: {matches}. Pass the full name.")
     return matches[0]
+
+
+def trainer_output_folder(results_root: Union[str, Path], dataset_folder: str, trainer: str, plans: str,
+                          configuration: str) -> Path:
+    """nnU-Net's result folder of a run, ``<results>/<DatasetXXX_Name>/<trainer>__<plans>__<configuration>``,
+    named by nnU-Net's own helper (the fold folders ``fold_N`` lie inside)."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+    return Path(results_root) / dataset_folder / convert_trainer_plans_config_to_identifier(trainer, plans, configuration)

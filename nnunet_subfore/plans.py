@@ -14,19 +14,40 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.intensity import CT_SCHEME, resolve_configuration
+from nnunet_subfore.networks import PATCH_DIVISORS
 from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+from nnunet_subfore.recipe import PAPER_MASKING
 
-PATCH_MULTIPLE = 32  # SwinUNETR 32, UNETR 16, masking subvolumes 16
+#: A preset patch serves every backbone and the paper's masking subvolumes (SwinUNETR 32, UNETR 16, masking 16).
+PATCH_MULTIPLE = math.lcm(*PATCH_DIVISORS.values(), PAPER_MASKING.subvolume_size)
+#: The paper's crop (96^3 voxels at 1.5 mm), the preset's default patch.
+PAPER_PATCH_SIZE = (96, 96, 96)
+
+
+def read_plans(path: Path) -> dict:
+    """The content of an nnU-Net plans file; a clear error for a missing file or one that is not plans JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Plans file {path} does not exist (nnUNetv2_plan_and_preprocess writes "
+                        f"$nnUNet_preprocessed/DatasetXXX_NAME/nnUNetPlans.json).")
+    try:
+        plans = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a JSON file ({e}); pass the plans JSON nnU-Net wrote (e.g. nnUNetPlans.json).") from e
+    if not isinstance(plans, dict) or "configurations" not in plans:
+        raise UserError(f"{path} holds no nnU-Net plans (no 'configurations'); pass e.g. nnUNetPlans.json.")
+    return plans
 
 
 def derive_plans(
     plans: dict,
-    patch_size: Sequence[int] = (96, 96, 96),
+    patch_size: Sequence[int] = PAPER_PATCH_SIZE,
     batch_size: Optional[int] = None,
     hu_window: Optional[Tuple[float, float]] = None,
     configuration: str = "3d_fullres",
@@ -80,7 +101,7 @@ def derive_plans(
 
 def write_subfore_plans(
     dataset: Union[int, str],
-    patch_size: Sequence[int] = (96, 96, 96),
+    patch_size: Sequence[int] = PAPER_PATCH_SIZE,
     batch_size: Optional[int] = None,
     hu_window: Optional[Tuple[float, float]] = None,
     source_plans: str = "nnUNetPlans",
@@ -102,6 +123,6 @@ def write_subfore_plans(
         raise UserError(f"The preset may not replace its source {source}: choose another --plans-name.")
     if target.exists() and not force:
         raise UserError(f"{target} exists; pass --force to replace it.")
-    new = derive_plans(json.loads(source.read_text()), patch_size, batch_size, hu_window, configuration, target_plans)
+    new = derive_plans(read_plans(source), patch_size, batch_size, hu_window, configuration, target_plans)
     target.write_text(json.dumps(new, indent=4))
     return target

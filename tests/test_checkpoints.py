@@ -10,7 +10,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import run
+from subfore_test_helpers import result_folder, run
+
+from nnunet_subfore.paths import dataset_folder_name
 from nnunet_subfore.checkpoints import (
     adapt_state_dict,
     compare_state_dicts,
@@ -90,8 +92,7 @@ def test_two_channel_dataset_through_adapt_checkpoint(demo_run, tmp_path):
     (dataset / "dataset.json").write_text(json.dumps(meta))
     run(["nnUNetv2_plan_and_preprocess", "-d", "993", "-c", "3d_fullres", "-np", "1"], env)
 
-    checkpoint = (Path(env["nnUNet_results"]) / f"Dataset{PRETRAIN_ID}_{PRETRAIN_NAME}" /
-                  f"{PRETRAINER}__nnUNetPlans__3d_fullres" / "fold_0" / "checkpoint_final.pth")
+    checkpoint = result_folder(env, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME), PRETRAINER) / "fold_0" / "checkpoint_final.pth"
     train = ["nnUNetv2_train", "993", "3d_fullres", "0", "-tr", "SubForeSwinUNETRTrainer_short", "-device", "cpu",
              "-pretrained_weights"]
     refused = run(train + [str(checkpoint)], env, training=True, check=False)
@@ -111,6 +112,6 @@ def test_two_channel_dataset_through_adapt_checkpoint(demo_run, tmp_path):
     torch.testing.assert_close(stem, spread_input_channels(original["backbone.swinViT.patch_embed.proj.weight"], 2))
 
     run(train + [str(adapted)], env, training=True)
-    run_dir = Path(env["nnUNet_results"]) / "Dataset993_TwoChannel" / "SubForeSwinUNETRTrainer_short__nnUNetPlans__3d_fullres"
+    run_dir = result_folder(env, "Dataset993_TwoChannel", "SubForeSwinUNETRTrainer_short")
     assert (run_dir / "fold_0" / "validation" / "summary.json").is_file()
     shutil.rmtree(dataset)

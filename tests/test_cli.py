@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_subfore.cli import main, trainer_path
-from nnunet_subfore.demo import console_script
+from nnunet_subfore.cli import main
+from nnunet_subfore.registry import trainer_path
+from nnunet_subfore.commands import console_script
 
 SHIPPED = [
     "SubForePretrainTrainer", "SubForePretrainTrainer_UNETR", "SubForeRandomMaskPretrainTrainer",
@@ -44,8 +45,9 @@ def test_paper_settings_of_the_shipped_trainers():
     for trainer in (SubForePretrainTrainer, SubForeSwinUNETRTrainer):
         assert trainer.architecture is None and trainer.patch_size is None and trainer.epochs is None
     assert PAPER_ARCHITECTURES["swinunetr"]["feature_size"] == 48 and PAPER_ARCHITECTURES["swinunetr"]["use_v2"]
-    assert (SubForePretrainTrainer.mask_ratio, SubForePretrainTrainer.subvolume_size) == (0.6, 16)
-    assert (SubForePretrainTrainer.hu_window, SubForePretrainTrainer.hu_threshold) == ((-175.0, 250.0), 0.1)
+    recipe = SubForePretrainTrainer.masking
+    assert (recipe.ratio, recipe.subvolume_size, recipe.selection, recipe.fill) == (0.6, 16, "bernoulli", "noise")
+    assert (recipe.window, recipe.threshold) == ((-175.0, 250.0), 0.1)
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):

@@ -8,7 +8,6 @@ import SimpleITK as sitk
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.reporting.masking_figure import (
-    central_patch,
     default_patch_size,
     draw_masking,
     load_ct,
@@ -75,14 +74,9 @@ def test_file_input_is_reoriented_to_lps(half_air, tmp_path):
     assert (tmp_path / "cli.png").read_bytes()[:8] == PNG
 
 
-def test_default_patch_and_padding():
+def test_default_patch_size():
     assert default_patch_size((40, 100, 10), 16) == (32, 96, 16)
     assert default_patch_size((200, 200, 200), 20) == (80, 80, 80)
-    vol = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
-    patch, offset = central_patch(vol, (8, 4, 8))
-    assert offset == (-2, 1, 0)
-    assert (patch[:2] == -1000).all() and (patch[6:] == -1000).all()
-    np.testing.assert_array_equal(patch[2:6], vol[:, 1:5, :])
 
 
 def test_small_image_is_padded_with_air():

@@ -14,7 +14,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import run
+from subfore_test_helpers import result_folder, run
+
+from nnunet_subfore.crops import center_crop
+from nnunet_subfore.paths import dataset_folder_name
 from nnunet_subfore.demo import (
     DOWNSTREAM_ID,
     DOWNSTREAM_NAME,
@@ -28,12 +31,12 @@ from nnunet_subfore.demo import (
 
 pytestmark = pytest.mark.slow
 
-PRETRAIN = f"Dataset{PRETRAIN_ID}_{PRETRAIN_NAME}"
-DOWNSTREAM = f"Dataset{DOWNSTREAM_ID}_{DOWNSTREAM_NAME}"
+PRETRAIN = dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME)
+DOWNSTREAM = dataset_folder_name(DOWNSTREAM_ID, DOWNSTREAM_NAME)
 
 
 def result_dir(env, dataset, trainer, plans="nnUNetPlans") -> Path:
-    return Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__3d_fullres"
+    return result_folder(env, dataset, trainer, plans)
 
 
 def assert_same_geometry(prediction: Path, image: Path):
@@ -187,13 +190,12 @@ def test_pretraining_loss_falls(demo_run, monkeypatch):
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
         monkeypatch.setenv(key, env[key])
     from nnunetv2.run.run_training import get_trainer_from_args
-    from nnunet_subfore.trainers.subfore_pretrain import _center_patch
 
     trainer = get_trainer_from_args(str(PRETRAIN_ID), "3d_fullres", 1, trainer_name, device=torch.device("cpu"))
     trainer.initialize()
     dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, None)
     patch = [int(p) for p in trainer.configuration_manager.patch_size]
-    x = torch.stack([torch.from_numpy(_center_patch(np.asarray(dataset.load_case(k)[0]), patch))
+    x = torch.stack([torch.from_numpy(center_crop(np.asarray(dataset.load_case(k)[0]), patch)[0])
                      for k in sorted(dataset.identifiers)])
 
     def fixed_loss(network):

@@ -16,6 +16,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.networks import build_network, check_patch_size, patch_divisor, valid_patch_size
+from nnunet_subfore.recipe import MaskingRecipe
 from nnunet_subfore.schedules import WarmupCosineLRScheduler
 
 
@@ -30,7 +31,8 @@ class SubForeTrainerBase(nnUNetTrainer):
             Pretraining and fine-tuning trainers must use the same for weights to transfer.
         patch_size: force this patch (written into the saved plans); None: the planned patch, moved to
             the nearest size the backbone accepts.
-        subvolume_size: masking subvolume size the patch must also be divisible by (MIM trainers).
+        masking: the masking recipe of MIM trainers (its subvolume size must also divide the patch); None
+            for fine-tuning.
         warmup_fraction: share of the epochs spent in linear warm-up.
         epochs, iterations_per_epoch, val_iterations_per_epoch: override nnU-Net's 1000 / 250 / 50.
     """
@@ -38,7 +40,7 @@ class SubForeTrainerBase(nnUNetTrainer):
     backbone: str = "swinunetr"
     architecture: Optional[dict] = None
     patch_size: Optional[Tuple[int, int, int]] = None
-    subvolume_size: Optional[int] = None
+    masking: Optional[MaskingRecipe] = None
     base_lr: float = 1e-3
     base_weight_decay: float = 1e-5
     warmup_fraction: float = 0.05
@@ -92,7 +94,7 @@ class SubForeTrainerBase(nnUNetTrainer):
             UserError: no valid patch (e.g. a 2D configuration, or an invalid forced ``patch_size``).
         """
         planned = tuple(int(p) for p in planned)
-        divisor = patch_divisor(cls.backbone, cls.subvolume_size)
+        divisor = patch_divisor(cls.backbone, cls.masking.subvolume_size if cls.masking else None)
         try:
             if cls.patch_size is not None:
                 patch, reason = tuple(int(p) for p in cls.patch_size), f"{cls.__name__}.patch_size"

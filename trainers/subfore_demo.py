@@ -25,6 +25,10 @@ class DemoScale:
 
 class FinetuneDemoScale(DemoScale):
     epochs = 6
+    trainers_for_backbone = {
+        "swinunetr": ("SubForeSwinUNETRTrainer_demo", "SubForePretrainTrainer_demo"),
+        "unetr": ("SubForeUNETRTrainer_demo", "SubForePretrainTrainer_UNETR_demo"),
+    }
 
 
 class SubForePretrainTrainer_demo(DemoScale, SubForePretrainTrainer):

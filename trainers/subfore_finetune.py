@@ -23,7 +23,13 @@ from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase
 
 
 def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
-    """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any."""
+    """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any.
+
+    The one place that reads ``sys.argv``: nnU-Net 2.8 passes the path to its own loader
+    (``run_training.maybe_load_checkpoint``) after ``initialize()``, never to the trainer, and offers
+    no hook; the trainer needs it to check the checkpoint (with the fix in the message) before
+    nnU-Net's loader asserts.
+    """
     parser = argparse.ArgumentParser(add_help=False)
     # nnUNetv2_train's options that share the prefix, so that `-p PLANS` is read as nnU-Net reads it
     parser.add_argument("-p", default=None)
@@ -40,6 +46,12 @@ class SubForeSwinUNETRTrainer(SubForeTrainerBase):
     base_weight_decay = 1e-5
     #: test-time mirroring (nnU-Net's default); the demo variants switch it off to stay fast on CPUs
     mirroring = True
+    #: backbone -> (fine-tuning trainer, pretraining trainer), named in messages about a checkpoint of
+    #: the wrong backbone; the demo variants name their own family
+    trainers_for_backbone = {
+        "swinunetr": ("SubForeSwinUNETRTrainer", "SubForePretrainTrainer"),
+        "unetr": ("SubForeUNETRTrainer", "SubForePretrainTrainer_UNETR"),
+    }
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         rotation, dummy_2d, initial_patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
@@ -63,7 +75,7 @@ class SubForeSwinUNETRTrainer(SubForeTrainerBase):
         report = compare_state_dicts(self.plain_network.state_dict(), state)
         if not report.ok:
             self.fail(transfer_error_message(report, path, self.backbone, backbone_of_state_dict(state),
-                                             self.__class__.__name__))
+                                             self.__class__.__name__, self.trainers_for_backbone))
         self.print_to_log_file(f"Pretrained weights {path}:\n{report.describe()}")
 
 

@@ -5,15 +5,14 @@
 The network (SwinUNETR or UNETR, whole encoder + decoder) reconstructs the unmasked patch from a
 patch whose foreground subvolumes were partly filled with noise; the loss is the L1 over the masked
 voxels. Settings of the paper: AdamW (lr 8e-4 SwinUNETR / 1e-4 UNETR, weight decay 0.05), warm-up
-then cosine decay, no data augmentation, no deep supervision, masking ratio 0.6, subvolumes 16^3,
-window (-175, 250) HU, threshold 0.1.
+then cosine decay, no data augmentation, no deep supervision, and the masking of
+:data:`nnunet_subfore.recipe.PAPER_MASKING`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import List
 
 import numpy as np
@@ -24,31 +23,38 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 from torch import distributed as dist
 
+from nnunet_subfore.crops import center_crop
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.intensity import CTIntensityMapping
 from nnunet_subfore.losses import MaskedL1Loss
 from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.networks import build_network
+from nnunet_subfore.recipe import PAPER_MASKING
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
+from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger, mim_on_epoch_end
 
 #: Seed of the masks drawn for validation (the same every epoch, so validation losses compare).
 VALIDATION_MASK_SEED = 12345
-#: Smoothing of the validation loss that picks checkpoint_best.pth (as nnU-Net smooths its pseudo Dice).
-VAL_LOSS_EMA = 0.9
 
 
 class SubForePretrainTrainer(SubForeTrainerBase):
-    """MIM pretraining with HU-based foreground masking, SwinUNETR backbone (the paper's default)."""
+    """MIM pretraining with HU-based foreground masking, SwinUNETR backbone (the paper's default).
+
+    Attributes:
+        masking: the :class:`nnunet_subfore.recipe.MaskingRecipe` (window and threshold in HU; the
+            trainer maps the window into the plans' normalized units).
+    """
 
     backbone = "swinunetr"
     base_lr = 8e-4
     base_weight_decay = 0.05
-    subvolume_size = 16
-    mask_ratio = 0.6
-    mask_selection = "bernoulli"  # "exact" for exactly round(ratio * n_foreground) subvolumes
-    mask_fill = "noise"  # or "zero"
-    hu_window = (-175.0, 250.0)
-    hu_threshold = 0.1
+    masking = PAPER_MASKING
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        # losses, not pseudo Dice: see subfore_mim_logging
+        self.logger.local_logger = MIMLocalLogger()
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
@@ -67,16 +73,16 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     def build_masker(self) -> ForegroundMasker:
         """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible."""
+        recipe = self.masking
         plans_name = f"plans {self.plans_manager.plans_name!r} of {self.plans_manager.dataset_name}"
         mapping = CTIntensityMapping.from_plans(self.plans_manager.plans, self.configuration_name, channel=0)
-        threshold_hu = mapping.check_threshold(self.hu_window, self.hu_threshold, source=plans_name)
+        threshold_hu = mapping.check_threshold(recipe.window, recipe.threshold, source=plans_name)
         self.print_to_log_file(
-            f"HU foreground criterion: mean windowed intensity >= {self.hu_threshold} with window {self.hu_window} "
+            f"HU foreground criterion: mean windowed intensity >= {recipe.threshold} with window {recipe.window} "
             f"(-> {threshold_hu:.1f} HU for a uniform block); the plans clip CT to "
             f"[{mapping.lower_clip:.1f}, {mapping.upper_clip:.1f}] HU"
         )
-        return ForegroundMasker(self.subvolume_size, mapping.window_to_normalized(self.hu_window), self.hu_threshold,
-                                self.mask_ratio, self.mask_selection, self.mask_fill)
+        return ForegroundMasker.from_recipe(recipe, window=mapping.window_to_normalized(recipe.window))
 
     def _build_loss(self):
         return MaskedL1Loss()
@@ -132,38 +138,10 @@ class SubForePretrainTrainer(SubForeTrainerBase):
             gathered = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, losses)
             losses = np.concatenate([np.atleast_1d(g) for g in gathered])
-        # the local logger takes only its known keys; there is no Dice in pretraining
         self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
-        self.logger.log("mean_fg_dice", float("nan"), self.current_epoch)
-        self.logger.log("dice_per_class_or_region", [], self.current_epoch)
-
-    def _val_loss_ema(self) -> float:
-        ema = None
-        for value in self.logger.get_value("val_losses", step=None):
-            ema = value if ema is None else VAL_LOSS_EMA * ema + (1 - VAL_LOSS_EMA) * value
-        return float(ema)
 
     def on_epoch_end(self):
-        """nnU-Net's epoch end, with checkpoint_best.pth following the lowest (smoothed) validation loss."""
-        self.logger.log("epoch_end_timestamps", time.time(), self.current_epoch)
-        train_loss = self.logger.get_value("train_losses", step=-1)
-        val_loss = self.logger.get_value("val_losses", step=-1)
-        self.print_to_log_file("train_loss (masked L1)", np.round(train_loss, decimals=4))
-        self.print_to_log_file("val_loss (masked L1)", np.round(val_loss, decimals=4))
-        epoch_time = self.logger.get_value("epoch_end_timestamps", step=-1) - \
-            self.logger.get_value("epoch_start_timestamps", step=-1)
-        self.print_to_log_file(f"Epoch time: {np.round(epoch_time, decimals=2)} s")
-
-        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != (self.num_epochs - 1):
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_latest.pth"))
-        ema = self._val_loss_ema()
-        if self._best_ema is None or ema < self._best_ema:
-            self._best_ema = ema
-            self.print_to_log_file(f"New best smoothed validation loss: {np.round(ema, decimals=4)}")
-            self.save_checkpoint(os.path.join(self.output_folder, "checkpoint_best.pth"))
-        if self.local_rank == 0:
-            self.logger.plot_progress_png(self.output_folder)
-        self.current_epoch += 1
+        mim_on_epoch_end(self)
 
     # ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -183,7 +161,7 @@ class SubForePretrainTrainer(SubForeTrainerBase):
         per_case = {}
         for key in val_keys:
             data = np.asarray(dataset.load_case(key)[0])
-            x = torch.from_numpy(_center_patch(data, patch)).float()[None].to(self.device)
+            x = torch.from_numpy(center_crop(data, patch)[0])[None].to(self.device)
             loss, masked = self._masked_loss(x, generator=generator)
             per_case[key] = {
                 "masked_l1": float(loss),
@@ -212,20 +190,6 @@ class SubForePretrainTrainer(SubForeTrainerBase):
         return float(masked.foreground.float().mean())
 
 
-def _center_patch(data: np.ndarray, patch: List[int]) -> np.ndarray:
-    """Centre crop (C, D, H, W) to ``patch``, zero-padding sides that are smaller (nnU-Net pads with 0)."""
-    out = np.zeros((data.shape[0], *patch), dtype=np.float32)
-    src, dst = [slice(None)], [slice(None)]
-    for size, p in zip(data.shape[1:], patch):
-        start = max(0, (size - p) // 2)
-        length = min(size, p)
-        offset = max(0, (p - size) // 2)
-        src.append(slice(start, start + length))
-        dst.append(slice(offset, offset + length))
-    out[tuple(dst)] = data[tuple(src)]
-    return out
-
-
 class SubForePretrainTrainer_UNETR(SubForePretrainTrainer):
     """MIM pretraining with HU-based foreground masking, UNETR (ViT-B/16) backbone."""
 
@@ -236,11 +200,11 @@ class SubForePretrainTrainer_UNETR(SubForePretrainTrainer):
 class SubForeRandomMaskPretrainTrainer(SubForePretrainTrainer):
     """The ablation baseline: random subvolume masking at the same ratio (foreground or not)."""
 
-    mask_selection = "random"
+    masking = PAPER_MASKING.with_changes(selection="random")
 
     def build_masker(self) -> ForegroundMasker:
         # random masking ignores intensities, so it needs no HU check and works on any modality
-        return ForegroundMasker(self.subvolume_size, ratio=self.mask_ratio, selection="random", fill=self.mask_fill)
+        return ForegroundMasker.from_recipe(self.masking)
 
     def _foreground_fraction(self, masked):
         # the masker never evaluates the HU criterion (no window in these units): not applicable

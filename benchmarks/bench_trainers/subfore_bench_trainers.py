@@ -58,7 +58,7 @@ class _BenchSettings:
         if isinstance(self, SubForePretrainTrainer):
             value = _env_int("SUBFORE_BENCH_SUBVOLUME")
             if value is not None:
-                self.subvolume_size = value
+                self.masking = self.masking.with_changes(subvolume_size=value)
         super().__init__(plans, configuration, fold, dataset_json, device)
 
 

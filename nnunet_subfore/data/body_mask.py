@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-DEFAULT_THRESHOLD = -500.0
+from nnunet_subfore.recipe import BODY_THRESHOLD_HU
+
+DEFAULT_THRESHOLD = BODY_THRESHOLD_HU
 """HU above which a voxel may belong to the body (soft tissue, fat and bone; not air or lung)."""
 
 

@@ -33,6 +33,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunet_subfore.data.body_mask import DEFAULT_THRESHOLD, body_mask
+from nnunet_subfore.data.ct_io import UnreadableImageError, read_image, sitk_message
 from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import dataset_folder_name, nnunet_folder
@@ -45,10 +46,10 @@ DATA_ENDINGS = (".raw", ".zraw", ".raw.gz")
 
 DICOM_ENDINGS = (".dcm", ".ima", ".dicom")
 
-AIR_HU = -500.0
-"""A CT volume in HU has air: its 0.5th intensity percentile must lie below this."""
-
 REGISTRATION_FILE = "subfore_registration.json"
+
+#: A CT volume in HU has air: its 0.5th intensity percentile lies below the air/body boundary.
+AIR_BODY_BOUNDARY_HU = DEFAULT_THRESHOLD
 
 _SAMPLE_VOXELS = 1_000_000  # voxels sampled for the CT plausibility check
 
@@ -84,11 +85,7 @@ class _Volume:
     series_uid: str = ""
 
     def read(self) -> sitk.Image:
-        if self.dicom_files:
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(list(self.dicom_files))
-            return reader.Execute()
-        return sitk.ReadImage(str(self.path))
+        return read_image(self.path, self.dicom_files)
 
 
 def register_unlabeled(
@@ -177,8 +174,8 @@ def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float)
     """Write one case into ``folder``; return None, or the reason it was skipped."""
     try:
         image = volume.read()
-    except (RuntimeError, OSError) as e:
-        return f"unreadable: {_error_message(e)}"
+    except UnreadableImageError as e:
+        return f"unreadable: {e}"
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3:
@@ -208,7 +205,7 @@ def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float)
     except RuntimeError as e:
         image_file.unlink(missing_ok=True)
         label_file.unlink(missing_ok=True)
-        return f"could not be written as NIfTI: {_error_message(e)}"
+        return f"could not be written as NIfTI: {sitk_message(e)}"
     return None
 
 
@@ -227,9 +224,9 @@ def _not_ct_reason(hu: np.ndarray) -> Optional[str]:
             f"no negative intensities (0.5th percentile {low:.4g}): MRI-like, or CT stored without its "
             f"rescale intercept; not Hounsfield units"
         )
-    if low > AIR_HU:
+    if low > AIR_BODY_BOUNDARY_HU:
         return (
-            f"no air: 0.5th intensity percentile {low:.4g} is above {AIR_HU:g} HU; not CT in Hounsfield "
+            f"no air: 0.5th intensity percentile {low:.4g} is above {AIR_BODY_BOUNDARY_HU:g} HU; not CT in Hounsfield "
             f"units, or cropped to inside the body"
         )
     return None
@@ -381,9 +378,3 @@ def _print_summary(report: RegistrationReport, dataset_id: int, threshold: float
             print(f"  {path}: {reason}")
     if n_reg:
         print(f"Next: nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c 3d_fullres --verify_dataset_integrity")
-
-
-def _error_message(error: BaseException) -> str:
-    """The informative part of an exception's message: SimpleITK's start with the C++ location."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return re.sub(r"^(sitk::ERROR|ITK ERROR):\s*", "", lines[-1]) if lines else type(error).__name__

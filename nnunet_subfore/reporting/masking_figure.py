@@ -31,13 +31,9 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from nnunet_subfore.crops import center_crop
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.masking import (
-    DEFAULT_RATIO,
-    DEFAULT_SUBVOLUME_SIZE,
-    DEFAULT_THRESHOLD,
-    DEFAULT_WINDOW,
-    FILLS,
     expand_subvolume_mask,
     fill_masked,
     foreground_subvolumes,
@@ -45,8 +41,8 @@ from nnunet_subfore.masking import (
     threshold_in_input_units,
     windowed_intensity,
 )
+from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, FILLS, PAPER_MASKING
 
-AIR_HU = -1000.0
 MAX_DEFAULT_SIDE = 96
 
 ImageLike = Union[str, Path, np.ndarray]
@@ -191,7 +187,7 @@ def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tupl
     Args:
         image: a file SimpleITK reads (NIfTI, MHA/MHD, NRRD, ...), a folder holding one DICOM
             series, or a numpy array (z, y, x) already in HU. Files are reoriented to LPS (axial
-            slices with anterior up, patient's right on the left).
+            slices with anterior up, patient's right on the left), see :func:`nnunet_subfore.data.ct_io.read_ct`.
         spacing: (z, y, x) spacing for a numpy array (default 1, 1, 1); ignored for files.
     """
     if isinstance(image, np.ndarray):
@@ -202,37 +198,12 @@ def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tupl
             raise UserError(f"spacing must be three positive numbers (z, y, x), got {spacing}.")
         volume = np.asarray(image, dtype=np.float32)
     else:
-        import SimpleITK as sitk
+        from nnunet_subfore.data.ct_io import read_ct
 
-        path = Path(image)
-        if not path.exists():
-            raise UserError(f"{path} does not exist.")
-        try:
-            if path.is_dir():
-                series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-                if len(series) != 1:
-                    raise UserError(
-                        f"{path} holds {len(series)} DICOM series {list(series)}; pass a folder with exactly one "
-                        f"series, or a NIfTI/MHA file."
-                    )
-                reader = sitk.ImageSeriesReader()
-                reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
-                img = reader.Execute()
-            else:
-                img = sitk.ReadImage(str(path))
-        except RuntimeError as e:
-            raise UserError(f"SimpleITK cannot read {path}: {str(e).strip().splitlines()[-1]}") from e
-        if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-            raise UserError(
-                f"{path} is a {img.GetDimension()}D image with {img.GetNumberOfComponentsPerPixel()} component(s); "
-                f"show-masking needs one 3D CT volume in HU."
-            )
-        img = sitk.DICOMOrient(img, "LPS")
-        volume = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
-        sp = tuple(float(v) for v in reversed(img.GetSpacing()))
-    if volume.size and float(volume.min()) > -500.0:
+        volume, sp = read_ct(image)
+    if volume.size and float(volume.min()) > BODY_THRESHOLD_HU:
         warnings.warn(
-            f"The image's lowest value is {float(volume.min()):g}, no air (about -1000 HU): it does not look like "
+            f"The image's lowest value is {float(volume.min()):g}, no air (about {AIR_HU:g} HU): it does not look like "
             f"CT in Hounsfield units. The foreground criterion assumes HU; pass a raw CT image, not a normalized one.",
             stacklevel=2,
         )
@@ -246,22 +217,6 @@ def default_patch_size(shape: Sequence[int], subvolume_size: int, max_side: int 
     """
     cap = max(max_side // subvolume_size, 1) * subvolume_size
     return tuple(max(min(cap, (int(side) // subvolume_size) * subvolume_size), subvolume_size) for side in shape)
-
-
-def central_patch(
-    volume: np.ndarray, patch_size: Sequence[int], pad_value: float = AIR_HU
-) -> Tuple[np.ndarray, Tuple[int, int, int]]:
-    """The patch of ``patch_size`` around the centre of ``volume``, padded with ``pad_value`` where it sticks out.
-
-    Returns:
-        (patch, offset): offset is the (z, y, x) index in ``volume`` of the patch's first voxel.
-    """
-    offset = tuple((int(side) - int(p)) // 2 for side, p in zip(volume.shape, patch_size))
-    patch = np.full(tuple(int(p) for p in patch_size), pad_value, dtype=np.float32)
-    src = tuple(slice(max(o, 0), min(o + p, side)) for o, p, side in zip(offset, patch_size, volume.shape))
-    dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offset))
-    patch[dst] = volume[src]
-    return patch, offset
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,12 +255,12 @@ def _counts(mask: torch.Tensor, fg: torch.Tensor) -> MaskCounts:
 def masking_example(
     image: ImageLike,
     patch_size: Optional[Sequence[int]] = None,
-    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
-    window: Sequence[float] = DEFAULT_WINDOW,
-    threshold: float = DEFAULT_THRESHOLD,
-    ratio: float = DEFAULT_RATIO,
+    subvolume_size: int = PAPER_MASKING.subvolume_size,
+    window: Sequence[float] = PAPER_MASKING.window,
+    threshold: float = PAPER_MASKING.threshold,
+    ratio: float = PAPER_MASKING.ratio,
     seed: int = 0,
-    fill: str = "noise",
+    fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
 ) -> MaskingExample:
     """Crop a central patch, find its foreground subvolumes, draw a foreground and a random masking.
@@ -330,7 +285,7 @@ def masking_example(
     volume, spacing = load_ct(image, spacing)
     s = int(subvolume_size)
     size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
-    patch, offset = central_patch(volume, size)
+    patch, offset = center_crop(volume, size, pad_value=AIR_HU)
 
     x = torch.from_numpy(patch)[None, None]
     fg = foreground_subvolumes(x, s, (lo, hi), threshold)
@@ -372,10 +327,10 @@ def masking_example(
 def masking_statistics(
     image: ImageLike,
     patch_size: Optional[Sequence[int]] = None,
-    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
-    window: Sequence[float] = DEFAULT_WINDOW,
-    threshold: float = DEFAULT_THRESHOLD,
-    ratio: float = DEFAULT_RATIO,
+    subvolume_size: int = PAPER_MASKING.subvolume_size,
+    window: Sequence[float] = PAPER_MASKING.window,
+    threshold: float = PAPER_MASKING.threshold,
+    ratio: float = PAPER_MASKING.ratio,
     seed: int = 0,
     spacing: Optional[Sequence[float]] = None,
 ) -> MaskingStatistics:
@@ -419,12 +374,12 @@ def draw_masking(
     image: ImageLike,
     output: Union[str, Path],
     patch_size: Optional[Sequence[int]] = None,
-    subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
-    window: Sequence[float] = DEFAULT_WINDOW,
-    threshold: float = DEFAULT_THRESHOLD,
-    ratio: float = DEFAULT_RATIO,
+    subvolume_size: int = PAPER_MASKING.subvolume_size,
+    window: Sequence[float] = PAPER_MASKING.window,
+    threshold: float = PAPER_MASKING.threshold,
+    ratio: float = PAPER_MASKING.ratio,
     seed: int = 0,
-    fill: str = "noise",
+    fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
 ) -> Path:
     """Draw the foreground masking and a random masking of a CT image's central patch.

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+from nnunet_subfore.paths import find_dataset_name, nnunet_folder, trainer_output_folder
 
 AVERAGE = "average"
 
@@ -215,6 +215,47 @@ def summarize(
         UserError: unknown dataset, no summary found for any trainer, an unreadable summary.json
             (named), summaries with different label sets, bad arguments.
     """
+    trainers, folds = _checked_selection(trainers, folds)
+    root = nnunet_folder("results", results_root)
+    dataset_name = find_dataset_name(dataset, root)
+    runs = [_gather_run(root, dataset_name, trainer, plans, configuration, folds, metric) for trainer in trainers]
+    if not any(run.values for run in runs):
+        raise UserError(_nothing_found_message(root / dataset_name, trainers, plans, configuration, folds))
+    classes = _common_classes(runs)
+    result = SummaryResult(
+        dataset=dataset_name,
+        metric=metric,
+        trainers=trainers,
+        folds=folds,
+        classes=classes,
+        rows=[row for run in runs for row in _fold_statistics(run, classes, folds)],
+        n_folds={run.trainer: len(run.values) for run in runs},
+        missing={run.trainer: run.missing for run in runs if run.missing},
+        markdown="",
+        files=[],
+    )
+    result.markdown = _markdown(result, plans, configuration, {run.trainer: run.note for run in runs if run.note})
+    out_dir = Path(output_dir) if output_dir is not None else root / dataset_name / "subfore_summary"
+    result.files = _write_outputs(result, out_dir, plans, configuration)
+    return result
+
+
+@dataclass
+class _Run:
+    """What one trainer's result folder holds for the requested folds."""
+
+    trainer: str
+    folder: Path
+    values: Dict[int, Dict[str, float]] = field(default_factory=dict)  # {fold: {label key: value}}
+    missing: List[int] = field(default_factory=list)
+    note: str = ""
+    dataset_json: Optional[Path] = None
+
+    def summary_file(self, fold: int) -> Path:
+        return self.folder / f"fold_{fold}" / "validation" / "summary.json"
+
+
+def _checked_selection(trainers: Sequence[str], folds: Sequence[int]) -> Tuple[List[str], Tuple[int, ...]]:
     trainers = [str(t) for t in trainers]
     folds = tuple(int(f) for f in folds)
     if not trainers:
@@ -225,112 +266,100 @@ def summarize(
         raise UserError("No fold given. Use e.g. -f 0 1 2 3 4.")
     if len(set(folds)) != len(folds):
         raise UserError(f"Folds must be distinct, got {list(folds)}.")
+    return trainers, folds
 
-    root = nnunet_folder("results", results_root)
-    dataset_name = find_dataset_name(dataset, root)
-    dataset_dir = root / dataset_name
 
-    # --- gather: found[trainer] = {fold: {label key: value}} ---------------------------------------
-    found: Dict[str, Dict[int, Dict[str, float]]] = {}
-    missing: Dict[str, List[int]] = {}
-    notes: Dict[str, str] = {}
-    dataset_json: Optional[Path] = None
-    for trainer in trainers:
-        folder = dataset_dir / f"{trainer}__{plans}__{configuration}"
-        found[trainer] = {}
-        if not folder.is_dir():
-            missing[trainer] = list(folds)
-            notes[trainer] = f"no folder {folder}"
-            continue
-        if dataset_json is None and (folder / "dataset.json").is_file():
-            dataset_json = folder / "dataset.json"
-        not_trained, not_validated = [], []
-        for f in folds:
-            path = folder / f"fold_{f}" / "validation" / "summary.json"
-            if path.is_file():
-                found[trainer][f] = _read_fold(path, metric)
-            else:
-                missing.setdefault(trainer, []).append(f)
-                (not_validated if (folder / f"fold_{f}").is_dir() else not_trained).append(f)
-        reasons = []
-        if not_trained:
-            reasons.append(f"no fold folder for {_folds_text(not_trained)}")
-        if not_validated:
-            reasons.append(
-                f"no validation/summary.json in {_folds_text(not_validated)} (training unfinished, or run "
-                f"`nnUNetv2_train {dataset_name} {configuration} FOLD -tr {trainer} -p {plans} --val`)"
-            )
-        if reasons:
-            notes[trainer] = f"in {folder}: " + "; ".join(reasons)
-
-    if not any(found.values()):
-        suffix = f"__{plans}__{configuration}"
-        available = sorted(p.name[: -len(suffix)] for p in dataset_dir.glob(f"*{suffix}") if p.is_dir())
-        raise UserError(
-            f"No validation summary (fold_N/validation/summary.json, folds {list(folds)}) found for trainers "
-            f"{trainers} with plans {plans!r} and configuration {configuration!r} in {dataset_dir}. Trainers with "
-            f"results for these plans and configuration: {available or 'none'}. Check -tr, -p, -c and -f."
+def _gather_run(root: Path, dataset_name: str, trainer: str, plans: str, configuration: str,
+                folds: Sequence[int], metric: str) -> _Run:
+    """Read one trainer's fold summaries; note which folds are missing and why."""
+    run = _Run(trainer, trainer_output_folder(root, dataset_name, trainer, plans, configuration))
+    if not run.folder.is_dir():
+        run.missing, run.note = list(folds), f"no folder {run.folder}"
+        return run
+    if (run.folder / "dataset.json").is_file():
+        run.dataset_json = run.folder / "dataset.json"
+    not_trained, not_validated = [], []
+    for f in folds:
+        if run.summary_file(f).is_file():
+            run.values[f] = _read_fold(run.summary_file(f), metric)
+        else:
+            run.missing.append(f)
+            (not_validated if (run.folder / f"fold_{f}").is_dir() else not_trained).append(f)
+    reasons = []
+    if not_trained:
+        reasons.append(f"no fold folder for {_folds_text(not_trained)}")
+    if not_validated:
+        reasons.append(
+            f"no validation/summary.json in {_folds_text(not_validated)} (training unfinished, or run "
+            f"`nnUNetv2_train {dataset_name} {configuration} FOLD -tr {trainer} -p {plans} --val`)"
         )
+    if reasons:
+        run.note = f"in {run.folder}: " + "; ".join(reasons)
+    return run
 
-    # --- classes: one label set for all summaries, ordered as in dataset.json -------------------
+
+def _nothing_found_message(dataset_dir: Path, trainers: Sequence[str], plans: str, configuration: str,
+                           folds: Sequence[int]) -> str:
+    from nnunetv2.utilities.file_path_utilities import convert_identifier_to_trainer_plans_config
+
+    available = []
+    for folder in sorted(p for p in dataset_dir.iterdir() if p.is_dir() and p.name.count("__") == 2):
+        trainer, folder_plans, folder_configuration = convert_identifier_to_trainer_plans_config(folder.name)
+        if (folder_plans, folder_configuration) == (plans, configuration):
+            available.append(trainer)
+    return (
+        f"No validation summary (fold_N/validation/summary.json, folds {list(folds)}) found for trainers "
+        f"{list(trainers)} with plans {plans!r} and configuration {configuration!r} in {dataset_dir}. Trainers with "
+        f"results for these plans and configuration: {available or 'none'}. Check -tr, -p, -c and -f."
+    )
+
+
+def _common_classes(runs: Sequence[_Run]) -> List[Tuple[str, str]]:
+    """(label key, class name) of the one label set all summaries share, ordered as in dataset.json."""
+    dataset_json = next((run.dataset_json for run in runs if run.dataset_json is not None), None)
     names = _class_names(dataset_json)
-    reference: Optional[Tuple[str, Path]] = None
+    reference: Optional[Path] = None
     label_set: Optional[set] = None
-    for trainer in trainers:
-        for f, values in found[trainer].items():
-            path = dataset_dir / f"{trainer}__{plans}__{configuration}" / f"fold_{f}" / "validation" / "summary.json"
+    for run in runs:
+        for f, values in run.values.items():
             if label_set is None:
-                label_set, reference = set(values), (trainer, path)
+                label_set, reference = set(values), run.summary_file(f)
             elif set(values) != label_set:
                 raise UserError(
-                    f"{path} has labels {sorted(values)} but {reference[1]} has {sorted(label_set)}. "
+                    f"{run.summary_file(f)} has labels {sorted(values)} but {reference} has {sorted(label_set)}. "
                     f"Summaries of different label sets cannot be compared; summarize the trainers separately."
                 )
     order = {key: i for i, key in enumerate(names)}
     labels = sorted(label_set, key=lambda k: (order.get(k, len(order)), k))
-    classes = [(key, names.get(key, f"label {key}")) for key in labels]
+    return [(key, names.get(key, f"label {key}")) for key in labels]
 
-    # --- statistics, vectorized over folds x classes per trainer --------------------------------
-    rows: List[SummaryRow] = []
-    n_folds: Dict[str, int] = {}
-    for trainer in trainers:
-        fold_ids = [f for f in folds if f in found[trainer]]
-        n_folds[trainer] = len(fold_ids)
-        values = np.array([[found[trainer][f][key] for key in labels] for f in fold_ids], dtype=float).reshape(
-            len(fold_ids), len(labels)
-        )
-        # the average over classes per fold (NaN if a class is NaN in that fold, as nnU-Net's foreground_mean)
-        table = np.concatenate([values, values.mean(axis=1, keepdims=True)], axis=1)
-        n, mean, std = _stats(table)
-        for j, (key, name) in enumerate(classes + [(None, AVERAGE)]):
-            per_fold = {f: float(table[i, j]) for i, f in enumerate(fold_ids)}
-            rows.append(SummaryRow(trainer, name, key, int(n[j]), float(mean[j]), float(std[j]), per_fold))
 
-    # --- outputs --------------------------------------------------------------------------------
-    out_dir = Path(output_dir) if output_dir is not None else dataset_dir / "subfore_summary"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{metric.lower()}__{plans}__{configuration}"
-    result = SummaryResult(
-        dataset=dataset_name,
-        metric=metric,
-        trainers=trainers,
-        folds=folds,
-        classes=classes,
-        rows=rows,
-        n_folds=n_folds,
-        missing=missing,
-        markdown="",
-        files=[],
+def _fold_statistics(run: _Run, classes: Sequence[Tuple[str, str]], folds: Sequence[int]) -> List[SummaryRow]:
+    """Mean/std over folds per class and of the class average, vectorized over folds x classes."""
+    labels = [key for key, _ in classes]
+    fold_ids = [f for f in folds if f in run.values]
+    values = np.array([[run.values[f][key] for key in labels] for f in fold_ids], dtype=float).reshape(
+        len(fold_ids), len(labels)
     )
-    result.markdown = _markdown(result, plans, configuration, notes)
-    md_path = out_dir / f"{stem}.md"
+    # the average over classes per fold (NaN if a class is NaN in that fold, as nnU-Net's foreground_mean)
+    table = np.concatenate([values, values.mean(axis=1, keepdims=True)], axis=1)
+    n, mean, std = _stats(table)
+    rows = []
+    for j, (key, name) in enumerate(list(classes) + [(None, AVERAGE)]):
+        per_fold = {f: float(table[i, j]) for i, f in enumerate(fold_ids)}
+        rows.append(SummaryRow(run.trainer, name, key, int(n[j]), float(mean[j]), float(std[j]), per_fold))
+    return rows
+
+
+def _write_outputs(result: SummaryResult, out_dir: Path, plans: str, configuration: str) -> List[Path]:
+    """``<metric>__<plans>__<configuration>`` .md, .csv and .png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{result.metric.lower()}__{plans}__{configuration}"
+    md_path, csv_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("md", "csv", "png"))
     md_path.write_text(result.markdown, encoding="utf-8")
-    csv_path = out_dir / f"{stem}.csv"
     _write_csv(result, csv_path)
-    png_path = out_dir / f"{stem}.png"
     _plot(result, plans, configuration, png_path)
-    result.files = [md_path, csv_path, png_path]
-    return result
+    return [md_path, csv_path, png_path]
 
 
 def _markdown(result: SummaryResult, plans: str, configuration: str, notes: Dict[str, str]) -> str:

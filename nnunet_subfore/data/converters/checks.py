@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from nnunet_subfore.data.converters.layout import Case
 from nnunet_subfore.data.converters.specs import DatasetSpec
+from nnunet_subfore.data.ct_io import UnreadableImageError, read_image, sitk_message
 
 
 SPACING_RTOL = 1e-5
@@ -170,11 +171,11 @@ def inspect_case(case: Case, spec: DatasetSpec) -> Tuple[Optional[Inspected], Op
     try:
         geometry = read_geometry(case.images[0])
     except RuntimeError as error:
-        return None, f"cannot read {case.images[0]} ({error_line(error)}); re-download it."
+        return None, f"cannot read {case.images[0]} ({sitk_message(error)}); re-download it."
     try:
-        label_image = sitk.ReadImage(str(case.label))
-    except RuntimeError as error:
-        return None, f"cannot read {case.label} ({error_line(error)}); re-download it."
+        label_image = read_image(case.label)
+    except UnreadableImageError as error:
+        return None, f"{error}; re-download it."
     problem = channel_problem(geometry, len(spec.channels))
     if problem:
         return None, f"{case.images[0]} {problem} ({spec.title}); re-download it."
@@ -190,9 +191,3 @@ def inspect_case(case: Case, spec: DatasetSpec) -> Tuple[Optional[Inspected], Op
         return None, (f"unexpected label value(s) {unexpected} in {case.label}; {spec.title} labels are "
                       f"{sorted(spec.source_values)}. Fix the file or leave the case out.")
     return Inspected(geometry, array), None
-
-
-def error_line(error: Exception) -> str:
-    """The informative line of an exception's message (SimpleITK puts it last), for reasons in reports."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__

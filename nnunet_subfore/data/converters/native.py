@@ -10,7 +10,8 @@ from typing import Mapping, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_subfore.data.converters.checks import Inspected, error_line, inspect_case
+from nnunet_subfore.data.converters.checks import Inspected, inspect_case
+from nnunet_subfore.data.ct_io import sitk_message
 from nnunet_subfore.data.converters.layout import Case, Listing, locate_root, match_template
 from nnunet_subfore.data.converters.report import ConversionReport, case_progress, skip_case
 from nnunet_subfore.data.converters.specs import DatasetSpec
@@ -81,7 +82,7 @@ def write_native(spec: DatasetSpec, listing: Listing, out: Path, dataset_id: int
             _write_case(case, inspected, spec, out)
         except (RuntimeError, OSError) as error:
             _remove_case(case.case_id, out)
-            skip_case(report, case.case_id, f"writing failed ({error_line(error)}).")
+            skip_case(report, case.case_id, f"writing failed ({sitk_message(error)}).")
             continue
         report.converted.append(case.case_id)
     if report.converted:

@@ -1,0 +1,76 @@
+"""The paper's masking recipe: one frozen object that the masking, the trainers, the CLI and the figures read.
+
+"HU-based Foreground Masking for 3D Medical Masked Image Modeling" (and its authors' code): the
+patch is cut into ``16^3`` subvolumes; a subvolume is foreground when the mean of its windowed
+intensity ``clip((HU + 175) / 425, 0, 1)`` is at least 0.1 (-132.5 HU for a uniform block); each
+foreground subvolume is masked with probability 0.6 and filled with N(0, 1) noise. See
+``docs/masking.md``. Pure Python: no torch, no nnU-Net.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+#: How the subvolumes to mask are chosen (see :func:`nnunet_subfore.masking.sample_subvolume_mask`).
+SELECTIONS = ("bernoulli", "exact", "random")
+#: What masked voxels are filled with (see :func:`nnunet_subfore.masking.fill_masked`).
+FILLS = ("noise", "zero")
+
+#: Hounsfield units of air (the value volumes are padded with where a patch sticks out of a CT image).
+AIR_HU = -1000.0
+#: HU above which a CT voxel may be body (body masks of unlabeled CT); a CT volume in HU has voxels below it.
+BODY_THRESHOLD_HU = -500.0
+
+
+@dataclass(frozen=True)
+class MaskingRecipe:
+    """HU-foreground masking settings.
+
+    Args:
+        window: (low, high) HU window of the criterion's windowed intensity.
+        threshold: lambda: a subvolume is foreground when the mean windowed intensity is >= this.
+        subvolume_size: side of the cubic subvolumes, in voxels.
+        ratio: share of the foreground subvolumes masked.
+        selection: ``"bernoulli"`` (each foreground subvolume independently, the authors' code),
+            ``"exact"`` (exactly ``round(ratio * n)``) or ``"random"`` (the ablation: any subvolume).
+        fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``.
+    """
+
+    window: Tuple[float, float] = (-175.0, 250.0)
+    threshold: float = 0.1
+    subvolume_size: int = 16
+    ratio: float = 0.6
+    selection: str = "bernoulli"
+    fill: str = "noise"
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(v) for v in self.window)
+        if not hi > lo:
+            raise ValueError(f"window must be (low, high) with high > low, got {tuple(self.window)}.")
+        object.__setattr__(self, "window", (lo, hi))
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold applies to the windowed intensity in [0, 1], got {self.threshold}.")
+        if int(self.subvolume_size) < 1:
+            raise ValueError(f"subvolume_size must be a positive integer, got {self.subvolume_size}.")
+        if not 0.0 <= float(self.ratio) <= 1.0:
+            raise ValueError(f"ratio must lie in [0, 1], got {self.ratio}.")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}.")
+        if self.fill not in FILLS:
+            raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}.")
+
+    @property
+    def threshold_hu(self) -> float:
+        """The HU of a uniform subvolume exactly on the threshold (-132.5 HU for the paper's recipe)."""
+        lo, hi = self.window
+        return lo + self.threshold * (hi - lo)
+
+    def with_changes(self, **changes) -> "MaskingRecipe":
+        """A copy with some settings changed (validated like the original)."""
+        return replace(self, **changes)
+
+
+#: The paper's recipe (window and selection/fill from the authors' code).
+PAPER_MASKING = MaskingRecipe()
+

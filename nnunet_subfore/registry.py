@@ -1,0 +1,74 @@
+"""The one library module that knows the trainer classes.
+
+Dependencies flow one way (``docs/architecture.md``): the CLI and the demo use the library; the
+trainers in ``trainers/`` (installed as ``nnunet_subfore.trainers``) use the library; no library module
+imports a trainer, except this one. It owns the folder that ``nnUNet_extTrainer`` points at and the
+look-up of a trainer class by name, for the commands that must build the network a trainer would
+train (``adapt-checkpoint``) without a training run. The import contracts in ``pyproject.toml``
+(checked by ``tests/test_import_contracts.py``) keep it that way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from nnunet_subfore.errors import UserError
+
+TRAINER_PACKAGE = "nnunet_subfore.trainers"
+
+
+def trainer_path() -> Path:
+    """The folder that ``nnUNet_extTrainer`` must point at (regular and editable installs).
+
+    Imports only the package's empty ``__init__`` (not the trainer modules, which import nnU-Net and
+    torch), so that ``export nnUNet_extTrainer=$(nnunet-subfore trainer-path)`` stays instant.
+    """
+    package = importlib.import_module(TRAINER_PACKAGE)
+    return Path(package.__file__).resolve().parent
+
+
+def find_trainer_class(name: str):
+    """The trainer class called ``name``: the SubFore trainers first, then where nnU-Net looks
+    (its own trainers and ``nnUNet_extTrainer``), so user subclasses of SubFore trainers work too."""
+    package = importlib.import_module(TRAINER_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{TRAINER_PACKAGE}.{info.name}")
+        if hasattr(module, name):
+            return getattr(module, name)
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    try:
+        return recursive_find_trainer_class_by_name(name)
+    except RuntimeError as e:
+        raise UserError(f"Trainer {name!r} not found among the SubFore trainers nor by nnU-Net: {e}") from e
+
+
+def build_trainer_network(trainer_name: str, plans_file: Path, configuration: str, num_input_channels: int,
+                          num_output_channels: int = 2):
+    """The :class:`nnunet_subfore.networks.TrainerNetwork` that ``trainer_name`` would train on these plans
+    (the patch fitted as the trainer fits it)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_subfore.networks import TrainerNetwork, token_grid
+
+    from nnunet_subfore.plans import read_plans
+
+    trainer = find_trainer_class(trainer_name)
+    backbone = getattr(trainer, "backbone", None)
+    if backbone is None or not hasattr(trainer, "fitted_patch_size"):
+        raise UserError(f"{trainer_name} is not a SubFore trainer (no UNETR/SwinUNETR backbone).")
+    plans = read_plans(Path(plans_file))
+    plans_manager = PlansManager(plans)
+    if configuration not in plans_manager.available_configurations:
+        raise UserError(
+            f"{plans_file} has no configuration {configuration!r} (available: {plans_manager.available_configurations})."
+        )
+    configuration_manager = plans_manager.get_configuration(configuration)
+    patch, _ = trainer.fitted_patch_size(configuration_manager.patch_size)
+    configuration_manager.configuration["patch_size"] = list(patch)
+    network = trainer.build_network_architecture(
+        plans_manager, configuration_manager, num_input_channels, num_output_channels, False
+    )
+    return TrainerNetwork(network, backbone, token_grid(patch) if backbone == "unetr" else None)
