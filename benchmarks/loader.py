@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import format_table, machine_line, median, sync  # noqa: E402
 
+from nnunet_subfore.commands import nnunet_environment, run_command  # noqa: E402
+from nnunet_subfore.paths import dataset_folder_name  # noqa: E402
+
 DATASET_ID, DATASET_NAME = 953, "SubForeBenchLoader"
 
 
@@ -45,7 +47,7 @@ def prepare(workdir: Path, n_images: int, shape) -> None:
     from nnunet_subfore.data.phantoms import write_unlabeled_images
     from nnunet_subfore.data.register import register_unlabeled
 
-    pre = workdir / "nnUNet_preprocessed" / f"Dataset{DATASET_ID}_{DATASET_NAME}"
+    pre = workdir / "nnUNet_preprocessed" / dataset_folder_name(DATASET_ID, DATASET_NAME)
     if (pre / "nnUNetPlans_3d_fullres").is_dir() and any((pre / "nnUNetPlans_3d_fullres").iterdir()):
         return
     images = workdir / "unlabeled_ct"
@@ -54,13 +56,8 @@ def prepare(workdir: Path, n_images: int, shape) -> None:
     write_unlabeled_images(images, n_images, seed=200, shape=shape, force=True)
     register_unlabeled([images], DATASET_ID, DATASET_NAME, raw_root=workdir / "nnUNet_raw", force=True,
                        progress=False)
-    env = dict(os.environ)
-    env.pop("nnUNet_n_proc_DA", None)  # it crashes plan_and_preprocess in nnunetv2 2.8.1
-    exe = Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"
-    cmd = [str(exe) if exe.exists() else "nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres",
-           "-np", "1"]
-    with open(workdir / "plan_and_preprocess.log", "w") as log:
-        subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    run_command(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "1"],
+                nnunet_environment([]), log=workdir / "plan_and_preprocess.log")
 
 
 def make_trainer(name: str, patch: int, batch: int, architecture, device):
@@ -71,7 +68,7 @@ def make_trainer(name: str, patch: int, batch: int, architecture, device):
     from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer
 
     cls = type(name, (SubForePretrainTrainer,), {"patch_size": (patch,) * 3, "architecture": architecture})
-    folder = Path(nnUNet_preprocessed) / f"Dataset{DATASET_ID}_{DATASET_NAME}"
+    folder = Path(nnUNet_preprocessed) / dataset_folder_name(DATASET_ID, DATASET_NAME)
     plans = json.loads((folder / "nnUNetPlans.json").read_text())
     plans["configurations"]["3d_fullres"]["batch_size"] = batch
     plans["continue_training"] = False  # what nnUNetv2_train's get_trainer_from_args adds

@@ -18,7 +18,7 @@ threshold 0.1, 16^3 subvolumes, ratio 0.6, Bernoulli selection):
   ``fill_masked``; loss ``masked_l1_loss``): the trainers' path before the single-buffer masker
   and the subvolume-mask loss, kept as the side-by-side "before";
 * REF, written here and not library code: a straightforward implementation of the authors'
-  published algorithm (github.com/AISeedHub/SubFore, DESIGN 4.1): window the batch, reshape it into
+  published algorithm (github.com/AISeedHub/SubFore, docs/masking.md): window the batch, reshape it into
   16^3 blocks, block means, Bernoulli choice, ``nonzero`` block indices, the block mask permuted back
   to a voxel mask, ``torch.where`` with noise or zeros; their loss is a Python loop over the masked
   blocks that slices each block of prediction and target and averages ``nn.L1Loss`` over blocks;
@@ -78,10 +78,12 @@ from nnunet_subfore.masking import (  # noqa: E402
     sample_subvolume_mask,
 )
 
-WINDOW = (-175.0, 250.0)
-THRESHOLD = 0.1
-SUBVOLUME = 16
-RATIO = 0.6
+from nnunet_subfore.recipe import PAPER_MASKING  # noqa: E402
+
+WINDOW = PAPER_MASKING.window
+THRESHOLD = PAPER_MASKING.threshold
+SUBVOLUME = PAPER_MASKING.subvolume_size
+RATIO = PAPER_MASKING.ratio
 
 TARGET_ZERO = 2.0  # criterion + sampling + zero fill <= 2x clone
 TARGET_NOISE = 1.5  # noise fill <= 1.5x (clone + randn_like)

@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -51,8 +50,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import cpu_model, format_table  # noqa: E402
 
+from nnunet_subfore.commands import nnunet_environment, run_command  # noqa: E402
+from nnunet_subfore.paths import dataset_folder_name, trainer_output_folder  # noqa: E402
+from nnunet_subfore.registry import trainer_path  # noqa: E402
+
 PRETRAIN_ID, LABELLED_ID = 951, 952
 PRETRAIN_NAME, LABELLED_NAME = "SubForeBenchPretrain", "SubForeBenchLabelled"
+PRETRAIN_DATASET = dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME)
+LABELLED_DATASET = dataset_folder_name(LABELLED_ID, LABELLED_NAME)
 CLASSES = {1: "liver", 2: "spleen", 3: "kidneys"}
 ARMS = ("fg", "random", "scratch")
 ARM_LABELS = {"fg": "foreground-masking MIM", "random": "random-masking MIM", "scratch": "no pretraining"}
@@ -76,16 +81,7 @@ class Runner:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.threads = threads
         self.timings: Dict[str, float] = {}
-        trainer_path = subprocess.run([_console_script("nnunet-subfore"), "trainer-path"], check=True,
-                                      capture_output=True, text=True).stdout.strip()
-        self.base_env = dict(os.environ)
-        self.base_env.update(
-            nnUNet_raw=str(workdir / "nnUNet_raw"),
-            nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
-            nnUNet_extTrainer=os.pathsep.join([trainer_path, str(HERE / "bench_trainers")]),
-            nnUNet_def_n_proc="1",
-        )
-        self.base_env.pop("nnUNet_n_proc_DA", None)
+        self.base_env = nnunet_environment([trainer_path(), HERE / "bench_trainers"], root=workdir)
 
     def env(self, results: Optional[Path] = None, training: bool = False, **extra) -> dict:
         env = dict(self.base_env)
@@ -101,23 +97,11 @@ class Runner:
         return env
 
     def run(self, step: str, cmd: List[str], env: dict) -> None:
-        cmd = [_console_script(cmd[0])] + cmd[1:]
-        log(f"start  {step}: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}")
+        log(f"start  {step}: {' '.join(cmd)}")
         start = time.time()
-        with open(self.logs / f"{step}.log", "w") as out:
-            out.write(" ".join(cmd) + "\n\n")
-            out.flush()
-            proc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        run_command(cmd, env, log=self.logs / f"{step}.log")
         self.timings[step] = time.time() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"{step} failed (exit {proc.returncode}); see {self.logs / (step + '.log')}")
         log(f"done   {step} in {self.timings[step]:.0f} s")
-
-
-def _console_script(name: str) -> str:
-    """The console script next to this interpreter (the venv's), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,7 +113,7 @@ def prepare_data(runner: Runner, args) -> None:
     raw = work / "nnUNet_raw"
     pre = work / "nnUNet_preprocessed"
     shape = tuple(args.shape)
-    marker = pre / f"Dataset{LABELLED_ID}_{LABELLED_NAME}" / "nnUNetPlans_3d_fullres"
+    marker = pre / LABELLED_DATASET / "nnUNetPlans_3d_fullres"
     if marker.is_dir() and any(marker.iterdir()):
         log("data: already prepared")
         return
@@ -156,13 +140,13 @@ def prepare_data(runner: Runner, args) -> None:
 
 
 def trainer_folder(results: Path, dataset: str, trainer: str) -> Path:
-    return results / dataset / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_all"
+    return trainer_output_folder(results, dataset, trainer, "nnUNetPlans", "3d_fullres") / "fold_all"
 
 
 def pretrain(runner: Runner, args, seed: int, arm: str) -> Path:
     results = runner.workdir / "nnUNet_results" / f"seed{seed}"
     trainer = PRETRAINER[arm]
-    folder = trainer_folder(results, f"Dataset{PRETRAIN_ID}_{PRETRAIN_NAME}", trainer)
+    folder = trainer_folder(results, PRETRAIN_DATASET, trainer)
     checkpoint = folder / "checkpoint_final.pth"
     if not checkpoint.exists():
         env = runner.env(results, training=True, SUBFORE_BENCH_SEED=seed, SUBFORE_BENCH_EPOCHS=args.pretrain_epochs,
@@ -177,7 +161,7 @@ def finetune_predict_evaluate(runner: Runner, args, seed: int, arm: str, weights
     work = runner.workdir
     results = work / "nnUNet_results" / f"seed{seed}{args.tag}"
     trainer = f"SubForeBench_Finetune_{arm}"
-    dataset = f"Dataset{LABELLED_ID}_{LABELLED_NAME}"
+    dataset = LABELLED_DATASET
     folder = trainer_folder(results, dataset, trainer)
     pred = work / "predictions" / f"seed{seed}{args.tag}_{arm}"
     summary = pred / "summary.json"
@@ -209,7 +193,7 @@ def finetune_predict_evaluate(runner: Runner, args, seed: int, arm: str, weights
 
 def pretraining_stats(runner: Runner, seed: int, arm: str) -> dict:
     results = runner.workdir / "nnUNet_results" / f"seed{seed}"
-    folder = trainer_folder(results, f"Dataset{PRETRAIN_ID}_{PRETRAIN_NAME}", PRETRAINER[arm])
+    folder = trainer_folder(results, PRETRAIN_DATASET, PRETRAINER[arm])
     path = folder / "validation" / "reconstruction_metrics.json"
     if not path.exists():
         return {}

@@ -48,6 +48,7 @@ from nnunet_subfore.intensity import CTIntensityMapping  # noqa: E402
 from nnunet_subfore.losses import MaskedL1Loss  # noqa: E402
 from nnunet_subfore.masking import ForegroundMasker  # noqa: E402
 from nnunet_subfore.networks import PAPER_ARCHITECTURES, TINY_ARCHITECTURES, build_network  # noqa: E402
+from nnunet_subfore.recipe import PAPER_MASKING  # noqa: E402
 from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer  # noqa: E402
 
 MAPPING = CTIntensityMapping(mean=-140.8, std=262.0, lower_clip=-874.0, upper_clip=650.0)
@@ -88,7 +89,7 @@ def measure(backbone: str, architecture: dict, arch_name: str, patch: int, batch
             repeats: int, warmup: int) -> dict:
     torch.manual_seed(0)
     net = build_network(backbone, (patch,) * 3, 1, 1, architecture).to(device)
-    masker = ForegroundMasker(16, MAPPING.window_to_normalized((-175.0, 250.0)), 0.1, 0.6, "bernoulli", "noise")
+    masker = ForegroundMasker.from_recipe(PAPER_MASKING, window=MAPPING.window_to_normalized(PAPER_MASKING.window))
     x = make_batch(batch, patch, device)
     lr = LEARNING_RATES[backbone]
     masked = StepHarness(net, masker, device, lr)

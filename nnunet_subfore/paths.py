@@ -39,7 +39,12 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
         raise UserError(
             f"Dataset name {name!r} must consist of letters, digits and '-' (nnU-Net splits folder names at '_')."
         )
-    return f"Dataset{int(dataset_id):03d}_{name}"
+    return f"{dataset_prefix(dataset_id)}{name}"
+
+
+def dataset_prefix(dataset_id: int) -> str:
+    """``DatasetXXX_``: what every folder name of dataset ``dataset_id`` starts with."""
+    return f"Dataset{int(dataset_id):03d}_"
 
 
 def find_dataset_name(dataset: Union[int, str], root: Path) -> str:
@@ -53,9 +58,9 @@ def find_dataset_name(dataset: Union[int, str], root: Path) -> str:
         dataset_id = int(text)
     except ValueError:
         raise UserError(f"Dataset must be an ID like 601 or a name like Dataset601_CTPretrain, got {text!r}.")
-    matches = sorted(p.name for p in root.glob(f"Dataset{dataset_id:03d}_*") if p.is_dir())
+    matches = sorted(p.name for p in root.glob(f"{dataset_prefix(dataset_id)}*") if p.is_dir())
     if not matches:
-        raise UserError(f"No folder Dataset{dataset_id:03d}_* in {root}.")
+        raise UserError(f"No folder {dataset_prefix(dataset_id)}* in {root}.")
     if len(matches) > 1:
         raise UserError(f"Several datasets with ID {dataset_id} in {root}: {matches}. Pass the full name.")
     return matches[0]

@@ -115,3 +115,27 @@ def test_two_channel_dataset_through_adapt_checkpoint(demo_run, tmp_path):
     run_dir = result_folder(env, "Dataset993_TwoChannel", "SubForeSwinUNETRTrainer_short")
     assert (run_dir / "fold_0" / "validation" / "summary.json").is_file()
     shutil.rmtree(dataset)
+
+
+def test_position_embeddings_follow_each_grid_axis():
+    """A non-cubic grid: embeddings that vary along one axis only must keep varying along that axis only.
+
+    Source grid (2, 3, 4) (D, H, W tokens), target (2, 3, 8): only W is resized. Channel c holds the
+    token's coordinate on axis c, so after resizing channels 0 and 1 must be unchanged per (d, h) and
+    channel 2 must be the 1D linear interpolation (half-pixel centres, clamped at the ends) of 0..3 on 8 points.
+    """
+    grid, target = (2, 3, 4), (2, 3, 8)
+    d, h, w = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in grid), indexing="ij")
+    emb = torch.stack([d, h, w], dim=-1).reshape(1, 24, 3)
+    out = interpolate_position_embeddings(emb, grid, target).reshape(*target, 3)
+    for i in range(2):
+        for j in range(3):
+            assert torch.all(out[i, j, :, 0] == i) and torch.all(out[i, j, :, 1] == j)
+    # target W position k has source coordinate (k + 0.5) * 4 / 8 - 0.5, clamped to [0, 3]
+    expected_w = torch.tensor([min(max((k + 0.5) / 2 - 0.5, 0.0), 3.0) for k in range(8)])
+    torch.testing.assert_close(out[1, 2, :, 2], expected_w)
+    # resizing H instead: W coordinates stay, H is interpolated
+    out_h = interpolate_position_embeddings(emb, grid, (2, 6, 4)).reshape(2, 6, 4, 3)
+    torch.testing.assert_close(out_h[0, :, 3, 2], torch.full((6,), 3.0))
+    expected_h = torch.tensor([min(max((k + 0.5) / 2 - 0.5, 0.0), 2.0) for k in range(6)])
+    torch.testing.assert_close(out_h[0, :, 0, 1], expected_h)

@@ -1,4 +1,4 @@
-"""The masking semantics (DESIGN 4.1) on crafted HU volumes."""
+"""The masking semantics (docs/masking.md) on crafted HU volumes."""
 
 import pytest
 import torch
@@ -194,3 +194,53 @@ def test_window_in_other_units_gives_the_same_subvolumes():
 def test_bad_arguments_raise_value_errors_naming_them(kwargs):
     with pytest.raises(ValueError, match=str(list(kwargs.values())[0]).strip("()").split(",")[0]):
         ForegroundMasker(**kwargs)
+
+
+# --- the window argument is used (crafted blocks whose verdict differs between windows) -----------
+# Window (0, 400) HU, threshold 0.1: a uniform block is foreground from 0 + 0.1 * 400 = 40 HU on.
+# Blocks of -100 HU (fat) and 20 HU (fluid) are foreground under the paper's window (-132.5 HU)
+# but background under (0, 400); 60 HU is foreground under both; -1000 HU under neither.
+SHIFTED_WINDOW = (0.0, 400.0)
+CRAFTED = [[[-100.0, 20.0], [60.0, -1000.0]]]
+UNDER_PAPER_WINDOW = [[True, True], [True, False]]
+UNDER_SHIFTED_WINDOW = [[False, False], [True, False]]
+
+
+def test_criterion_follows_a_non_default_window():
+    hu = blocks(CRAFTED)
+    assert foreground_subvolumes(hu)[0, 0].tolist() == UNDER_PAPER_WINDOW
+    assert foreground_subvolumes(hu, window=SHIFTED_WINDOW)[0, 0].tolist() == UNDER_SHIFTED_WINDOW
+
+
+def test_masker_follows_a_non_default_window():
+    hu = blocks(CRAFTED)
+    paper = ForegroundMasker(ratio=1.0, fill="zero")(hu)
+    shifted = ForegroundMasker(window=SHIFTED_WINDOW, ratio=1.0, fill="zero")(hu)
+    assert paper.subvolume_mask[0, 0].tolist() == UNDER_PAPER_WINDOW
+    assert shifted.subvolume_mask[0, 0].tolist() == UNDER_SHIFTED_WINDOW
+    assert (shifted.masked[..., 16:32, :16] == 60.0).sum() == 0  # the 60 HU block is masked (zero-filled)
+    assert (shifted.masked[..., :16, :16, :16] == -100.0).all()  # the fat block is kept
+
+
+def test_masker_in_normalized_units_needs_the_mapped_window():
+    """On nnU-Net-normalized data (mean 40, sd 60 HU) the HU window mapped by hand selects the HU verdicts."""
+    hu = blocks(CRAFTED)
+    normalized = (hu - 40.0) / 60.0
+    mapped = ((-175.0 - 40.0) / 60.0, (250.0 - 40.0) / 60.0)  # (-3.583, 3.5)
+    out = ForegroundMasker(window=mapped, ratio=1.0, fill="zero")(normalized)
+    assert out.foreground[0, 0].tolist() == UNDER_PAPER_WINDOW
+    # the raw HU window on normalized values: every block lies within (-175, 250) "HU" near 0 ->
+    # windowed about 0.41, so all four blocks (air included) would wrongly count as foreground
+    wrong = ForegroundMasker(ratio=1.0, fill="zero")(normalized)
+    assert wrong.foreground.all()
+
+
+def test_masker_from_recipe_takes_every_setting():
+    from nnunet_subfore.recipe import PAPER_MASKING
+
+    recipe = PAPER_MASKING.with_changes(window=SHIFTED_WINDOW, threshold=0.2, subvolume_size=8, ratio=0.3,
+                                        selection="exact", fill="zero")
+    masker = ForegroundMasker.from_recipe(recipe)
+    assert (masker.window, masker.threshold, masker.subvolume_size, masker.ratio, masker.selection, masker.fill) == (
+        SHIFTED_WINDOW, 0.2, 8, 0.3, "exact", "zero")
+    assert ForegroundMasker.from_recipe(recipe, window=(1.0, 2.0), selection="random").window == (1.0, 2.0)

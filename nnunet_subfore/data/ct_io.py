@@ -3,11 +3,20 @@
 SimpleITK reads the files (NIfTI, MetaImage, NRRD, ...) and DICOM series; failures become
 :class:`UnreadableImageError` with SimpleITK's informative line, so callers can skip a file by
 name or stop with one message.
+
+SimpleITK reads a gzip-truncated ``.nii.gz`` (half a download) without an error and fills the
+missing part with zeros. :func:`check_complete` therefore reads compressed files to the end of the
+gzip stream (which checks its CRC and length) and compares a NIfTI's data size with its header
+before SimpleITK sees the file.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
@@ -19,6 +28,66 @@ from nnunet_subfore.errors import UserError
 
 class UnreadableImageError(UserError):
     """An image file or DICOM series that SimpleITK cannot read."""
+
+
+class TruncatedImageError(UnreadableImageError):
+    """A file that ends before its data does (an interrupted download or copy)."""
+
+
+_CHUNK = 1 << 22
+
+
+def check_complete(path: Union[str, Path]) -> None:
+    """Refuse a file that ends early: a ``.gz`` must decompress to its end-of-stream marker with a valid
+    CRC, and a NIfTI (``.nii``, ``.nii.gz``) must hold as many data bytes as its header announces.
+
+    Raises:
+        TruncatedImageError: naming the file and saying to re-download it.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    compressed = name.endswith(".gz")
+    is_nifti = name.endswith(".nii") or name.endswith(".nii.gz")
+    if not compressed and not is_nifti:
+        return
+    head, size = b"", 0
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    break
+                if len(head) < 544:
+                    head += chunk[: 544 - len(head)]
+                size += len(chunk)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise TruncatedImageError(f"{path} is truncated or corrupt ({e}); re-download it.") from e
+    expected = _nifti_size(head) if is_nifti else None
+    if expected is not None and size < expected:
+        raise TruncatedImageError(
+            f"{path} is truncated: its NIfTI header announces {expected} bytes, the file holds {size}; re-download it."
+        )
+
+
+def _nifti_size(head: bytes):
+    """Bytes a NIfTI-1/2 file needs (data offset + voxels x bytes per voxel), from its header; None if not NIfTI."""
+    for order in "<>":
+        if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:  # NIfTI-1
+            dims = struct.unpack(order + "8h", head[40:56])
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            offset = struct.unpack(order + "f", head[108:112])[0]
+            break
+        if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:  # NIfTI-2
+            dims = struct.unpack(order + "8q", head[16:80])
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            offset = struct.unpack(order + "q", head[168:176])[0]
+            break
+    else:
+        return None
+    n = int(dims[0])
+    if not 1 <= n <= 7 or any(int(d) < 1 for d in dims[1:n + 1]) or bitpix <= 0:
+        return None
+    return int(offset) + math.prod(int(d) for d in dims[1:n + 1]) * int(bitpix) // 8
 
 
 def read_image(path: Union[str, Path], dicom_files: Sequence[str] = ()) -> sitk.Image:
@@ -45,6 +114,7 @@ def read_image(path: Union[str, Path], dicom_files: Sequence[str] = ()) -> sitk.
             return _read_series(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
         if not path.exists():
             raise UnreadableImageError(f"{path} does not exist.")
+        check_complete(path)
         return sitk.ReadImage(str(path))
     except (RuntimeError, OSError) as e:
         raise UnreadableImageError(f"SimpleITK cannot read {path}: {sitk_message(e)}") from e

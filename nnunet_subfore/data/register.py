@@ -4,7 +4,7 @@ nnU-Net needs a label map per image, and takes its CT intensity statistics over 
 only (with no guard against empty label maps). Each registered volume therefore gets its body
 mask as label 1 (:func:`nnunet_subfore.data.body_mask.body_mask`): the fingerprint then spans the
 whole body, lungs included, and ``percentile_00_5`` lies near air, as the HU foreground masking
-needs (``docs`` and DESIGN 4.2).
+needs (``docs/intensity.md``).
 
 Output, under ``raw_root/DatasetXXX_Name``::
 

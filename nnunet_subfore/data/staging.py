@@ -12,19 +12,26 @@ Every writer of raw datasets (``register-unlabeled``, ``convert``, the synthetic
 
 All refusals happen before anything is written. The dataset is built in a hidden folder beside its
 destination and moved into place on commit, so an interrupted or failed run leaves an earlier
-dataset untouched.
+dataset untouched. Replacing (``force``) swaps the two folders in one atomic ``renameat2`` exchange
+on Linux, then deletes the old one: a kill at any moment leaves either the old or the new dataset
+complete in place. Elsewhere the old folder is first renamed into the hidden work folder; a run
+killed between the two renames leaves it there, and the next claim of the dataset puts it back.
+Hidden work folders of runs that no longer live are removed (and named) by the next claim.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.paths import dataset_folder_name
+from nnunet_subfore.paths import dataset_folder_name, dataset_prefix
 
 _OTHER_NNUNET_FOLDERS = ("nnUNet_preprocessed", "nnUNet_results")
 """Environment variables of the nnU-Net folders where another name for the same ID is also refused."""
@@ -64,7 +71,7 @@ def check_dataset_free(
     for root in roots:
         if not root.is_dir():
             continue
-        others = sorted(p.name for p in root.glob(f"Dataset{int(dataset_id):03d}_*")
+        others = sorted(p.name for p in root.glob(f"{dataset_prefix(dataset_id)}*")
                         if p.is_dir() and p.name != folder_name)
         if others:
             raise UserError(
@@ -110,9 +117,11 @@ class DatasetStaging:
         force: bool = False,
         protected: Iterable[Path] = (),
     ) -> None:
+        destination = Path(raw_root).resolve() / dataset_folder_name(dataset_id, name)
+        recover_interrupted_runs(destination)
         self.destination = check_dataset_free(raw_root, dataset_id, name, force, protected)
         self.force = force
-        self._work = self.destination.parent / f".{self.destination.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._work = self.destination.parent / f".{self.destination.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.path = self._work / self.destination.name
 
     def __enter__(self) -> "DatasetStaging":
@@ -120,17 +129,80 @@ class DatasetStaging:
         return self
 
     def commit(self) -> Path:
-        """Remove the dataset being replaced, if any, and move the staged one to its destination."""
-        if self.force:
-            if self.destination.is_dir() and not self.destination.is_symlink():
-                shutil.rmtree(self.destination)
-            elif self.destination.exists() or self.destination.is_symlink():
-                self.destination.unlink()
+        """Put the staged dataset in place of the destination (replacing an existing one only with ``force``)."""
+        if self.force and (self.destination.exists() or self.destination.is_symlink()):
+            if self.destination.is_dir() and not self.destination.is_symlink() and _exchange(self.path, self.destination):
+                return self.destination  # the old dataset now lies at self.path, removed with the work folder
+            old = self._work / _REPLACED
+            self.destination.rename(old)
+            self.path.rename(self.destination)
+            return self.destination
         self.path.rename(self.destination)
         return self.destination
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self._work, ignore_errors=True)
+
+
+_PARTIAL = ".partial-"
+_REPLACED = "replaced"
+
+
+def recover_interrupted_runs(destination: Path) -> None:
+    """Clean up after runs that claimed ``destination`` and died: restore a dataset a killed ``--force``
+    left in its work folder (if nothing took its place), then remove the work folders, naming each."""
+    pattern = re.compile(re.escape(f".{destination.name}{_PARTIAL}") + r"(\d+)-[0-9a-f]+$")
+    for work in sorted(destination.parent.glob(f".{destination.name}{_PARTIAL}*")):
+        match = pattern.match(work.name)
+        if not match or not work.is_dir() or _process_alive(int(match.group(1))):
+            continue
+        replaced = work / _REPLACED
+        if replaced.is_dir() and not (destination.exists() or destination.is_symlink()):
+            replaced.rename(destination)
+            print(f"Restored {destination} from {work} (an interrupted --force had moved it aside).")
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"Removed {work}, the work folder of an interrupted run.")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unavailable."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    if result != 0:
+        errno = ctypes.get_errno()
+        if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
+            return False
+        raise OSError(errno, os.strerror(errno), str(b))
+    return True
+
+
+def _renameat2() -> Optional[ctypes._CFuncPtr]:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
 
 
 def _is_within(path: Path, folder: Path) -> bool:

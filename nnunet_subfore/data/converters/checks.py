@@ -12,7 +12,13 @@ import SimpleITK as sitk
 
 from nnunet_subfore.data.converters.layout import Case
 from nnunet_subfore.data.converters.specs import DatasetSpec
-from nnunet_subfore.data.ct_io import UnreadableImageError, read_image, sitk_message
+from nnunet_subfore.data.ct_io import (
+    TruncatedImageError,
+    UnreadableImageError,
+    check_complete,
+    read_image,
+    sitk_message,
+)
 
 
 SPACING_RTOL = 1e-5
@@ -168,6 +174,11 @@ def inspect_case(case: Case, spec: DatasetSpec) -> Tuple[Optional[Inspected], Op
         ``(inspected, None)`` if the case passes, else ``(None, reason)``; the reason names the
         file and what to do.
     """
+    try:
+        for image in case.images:
+            check_complete(image)
+    except TruncatedImageError as error:
+        return None, str(error)
     try:
         geometry = read_geometry(case.images[0])
     except RuntimeError as error:
