@@ -77,21 +77,61 @@ def compare_state_dicts(network_state: Dict[str, torch.Tensor], checkpoint_state
     return report
 
 
+def _numpy_scalar_globals() -> list:
+    """What nnU-Net checkpoints need besides tensors: numpy scalars and dtypes (in the logged losses)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    kinds = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
+    return [scalar, np.dtype] + [type(np.dtype(kind)) for kind in kinds]
+
+
 def load_checkpoint(path: Path) -> dict:
-    """Load an nnU-Net checkpoint on the CPU; a clear error for a missing or foreign file."""
+    """Load an nnU-Net checkpoint on the CPU without running code from the file.
+
+    ``torch.load(weights_only=True)`` with only numpy scalars and dtypes allowed besides tensors and
+    plain values (nnU-Net's logging part holds numpy scalars). A pickle that asks for anything else
+    (a class, a function: code a downloaded file could run) is refused before any of it runs.
+
+    Raises:
+        UserError: missing, unreadable, refused, or not an nnU-Net checkpoint.
+    """
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Checkpoint {path} does not exist.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = _unsafe_globals(path)
+        raise UserError(
+            f"Refused {path}: it asks to run or build {', '.join(unsafe) if unsafe else 'objects'} beyond tensors and "
+            f"plain values, and nothing of it was executed. nnU-Net checkpoints need no such objects: get the "
+            f"checkpoint from its source again, or load it yourself only if you trust where it came from."
+        ) from e
     except Exception as e:  # torch raises many types for corrupt files
-        raise UserError(f"Cannot read checkpoint {path}: {e}. Is it an nnU-Net checkpoint (.pth)?") from e
+        raise UserError(f"Cannot read checkpoint {path}: {e}. Is it an nnU-Net checkpoint (.pth)? If the file "
+                        f"was copied or downloaded, it may be incomplete: copy it again.") from e
     if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
         raise UserError(
             f"{path} is not an nnU-Net checkpoint (no 'network_weights'). Pass the checkpoint_final.pth of a "
             f"SubFore pretraining run."
         )
     return checkpoint
+
+
+def _unsafe_globals(path: Path) -> List[str]:
+    """The globals a checkpoint's pickle names that are not allowed (read without unpickling)."""
+    try:
+        allowed = {f"{g.__module__}.{g.__qualname__}" for g in _numpy_scalar_globals()}
+        return [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
+    except Exception:  # a corrupt archive: nothing more to say
+        return []
 
 
 def transfer_error_message(

@@ -8,6 +8,7 @@ explicit environment (:func:`nnunet_environment`).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def nnunet_environment(trainer_folders: Sequence[Union[str, Path]], root: Option
         for var in NNUNET_FOLDER_VARIABLES:
             if not (keep_set_folders and env.get(var)):
                 env[var] = str(Path(root) / var)
-    folders = [str(f) for f in trainer_folders] + [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    folders = [os.path.normpath(str(f)) for f in trainer_folders]
+    folders += [os.path.normpath(p) for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
     env["nnUNet_extTrainer"] = os.pathsep.join(dict.fromkeys(folders))
     env.setdefault("nnUNet_def_n_proc", "1")  # nnU-Net's default of 8 export workers swamps 2 cores
     env.setdefault("MPLBACKEND", "Agg")
@@ -77,18 +79,18 @@ def run_command(command: Sequence[str], env: Mapping[str, str], log: Optional[Pa
         env["nnUNet_n_proc_DA"] = "0"
     argv = [console_script(command[0]), *command[1:]]
     if log is None:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(argv, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
         output = (done.stdout or "") + (done.stderr or "")
     else:
         log = Path(log)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w", encoding="utf-8") as f:
-            f.write(" ".join(command) + "\n\n")
+            f.write(shlex.join(command) + "\n\n")
             f.flush()
             done = subprocess.run(argv, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
         output = log.read_text(encoding="utf-8", errors="replace") if done.returncode else ""
     if check and done.returncode != 0:
         tail = "".join(output.splitlines(keepends=True)[-25:])
         where = f"; log: {log}" if log is not None else ""
-        raise CommandError(f"`{' '.join(command)}` failed (exit {done.returncode}){where}\n{tail}")
+        raise CommandError(f"`{shlex.join(command)}` failed (exit {done.returncode}){where}\n{tail}")
     return done

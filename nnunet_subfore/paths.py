@@ -33,7 +33,11 @@ def nnunet_folder(kind: str, override: Optional[Union[str, Path]] = None) -> Pat
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """nnU-Net's ``DatasetXXX_Name``; validates both parts."""
-    if not 1 <= int(dataset_id) <= 999:
+    try:
+        dataset_id = int(dataset_id)
+    except (TypeError, ValueError):
+        raise UserError(f"Dataset ID must be a number between 1 and 999, got {dataset_id!r}.") from None
+    if not 1 <= dataset_id <= 999:
         raise UserError(f"Dataset ID must be between 1 and 999, got {dataset_id}.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*", name):
         raise UserError(

@@ -5,11 +5,15 @@ Fixtures live in ``conftest.py``; plain functions live here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from nnunet_subfore.commands import CommandError, nnunet_environment, run_command
 from nnunet_subfore.registry import trainer_path
@@ -47,3 +51,198 @@ def result_folder(env: Dict[str, str], dataset: str, trainer: str, plans: str = 
     from nnunet_subfore.paths import trainer_output_folder
 
     return trainer_output_folder(env["nnUNet_results"], dataset, trainer, plans, configuration)
+
+
+# ---------------------------------------------------------------------------------------------- image files
+
+def write_dicom_series(volume: sitk.Image, folder: Path, series_uid: str) -> None:
+    """One DICOM file per axial slice (``IM0000``, ...) with the position/orientation tags ITK needs to restack them."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetImageIO("GDCMImageIO")
+    d = volume.GetDirection()
+    orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    for k in range(volume.GetDepth()):
+        slice_ = volume[:, :, k]
+        for tag, value in {
+            "0008|0060": "CT",
+            "0020|000d": series_uid + ".1",
+            "0020|000e": series_uid,
+            "0008|0018": f"{series_uid}.{k + 100}",
+            "0020|0013": str(k + 1),
+            "0020|0037": orientation,
+            "0020|0032": "\\".join(str(v) for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),
+            "0018|0050": str(volume.GetSpacing()[2]),
+        }.items():
+            slice_.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"IM{k:04d}"))
+        writer.Execute(slice_)
+
+
+def tree_digest(root: Path) -> Dict[str, str]:
+    """``{relative path: md5}`` of every file under ``root`` (to show that a folder was left untouched)."""
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------- fake public datasets
+# Tiny trees in the layouts that the public downloads unpack to (tests of nnunet_subfore.data.converters).
+
+FAKE_SHAPE = (8, 8, 8)
+FAKE_SPACING = (0.8, 0.8, 2.5)
+FAKE_ORIGIN = (-10.0, 20.0, 5.0)
+#: MM-WHS's published label codes (its label files store these intensities, as floats).
+MMWHS_CODES = [205, 420, 500, 550, 600, 820, 850]
+#: Where the AMOS builder puts its cases: (number, dataset.json key, image folder, label folder); 540 is an MRI scan.
+AMOS_CASES = (
+    (1, "training", "imagesTr", "labelsTr"), (4, "training", "imagesTr", "labelsTr"),
+    (5, "training", "imagesTr", "labelsTr"), (6, "training", "imagesTr", "labelsTr"),
+    (540, "training", "imagesTr", "labelsTr"),
+    (8, "validation", "imagesVa", "labelsVa"), (13, "validation", "imagesVa", "labelsVa"),
+)
+LUNA16_UID = "1.3.6.1.4.1.14519.5.2.1.6279.6001.{}"
+
+
+def fake_ct(seed: int) -> np.ndarray:
+    """Air around a soft-tissue block, in HU (int16), numpy order (z, y, x), of :data:`FAKE_SHAPE`."""
+    rng = np.random.default_rng(seed)
+    hu = np.full(FAKE_SHAPE, -1000, dtype=np.int16)
+    hu[1:7, 1:7, 1:7] = rng.integers(-100, 200, size=(6, 6, 6))
+    return hu
+
+
+def fake_label(values: Sequence[int], seed: int, dtype=np.uint8) -> np.ndarray:
+    """Each of ``values`` present at least once (one voxel each), background elsewhere."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros(FAKE_SHAPE, dtype=dtype)
+    flat = label.reshape(-1)
+    positions = rng.choice(flat.size, size=len(values), replace=False)
+    flat[positions] = values
+    return label
+
+
+def write_image(path: Path, array: np.ndarray, spacing=FAKE_SPACING, origin=FAKE_ORIGIN, compress=True) -> Path:
+    """Write ``array`` (numpy order; a leading 4th axis makes a 4D image) with SimpleITK; parents are created."""
+    image = sitk.GetImageFromArray(array, isVector=False)
+    dim = image.GetDimension()
+    image.SetSpacing(tuple(spacing) + (1.0,) * (dim - len(spacing)))
+    image.SetOrigin(tuple(origin) + (0.0,) * (dim - len(origin)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), compress)
+    return path
+
+
+def read_array(path: Path) -> np.ndarray:
+    """The voxels of an image file, numpy order."""
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+class _ThreadPoolContext:
+    """Stands in for ``multiprocessing.get_context("spawn")``: same checks, threads instead of fresh
+    interpreters (each spawned worker re-imports torch and nnU-Net: ~2.5 s per call on 2 cores)."""
+
+    @staticmethod
+    def Pool(processes=None):
+        from multiprocessing.pool import ThreadPool
+
+        return ThreadPool(processes)
+
+
+def verify_nnunet_dataset(folder: Path, in_process: bool = True) -> None:
+    """nnU-Net's own integrity check (what ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity`` runs).
+
+    Args:
+        folder: the raw dataset folder.
+        in_process: run nnU-Net's workers as threads (fast); False: in spawned processes, as nnU-Net runs them.
+    """
+    import multiprocessing
+    from unittest import mock
+
+    from nnunetv2.experiment_planning import verify_dataset_integrity as module
+
+    if not in_process:
+        module.verify_dataset_integrity(str(folder), num_processes=1)
+        return
+    shim = mock.Mock(wraps=multiprocessing, get_context=lambda method=None: _ThreadPoolContext)
+    with mock.patch.object(module, "multiprocessing", shim):
+        module.verify_dataset_integrity(str(folder), num_processes=1)
+
+
+def make_btcv(root: Path, n: int = 6) -> Path:
+    """Synapse RawData layout: Training/img/img0001.nii.gz + Training/label/label0001.nii.gz (labels 1..13),
+    and one unlabelled Testing/img/img0061.nii.gz."""
+    values = list(range(1, 14))
+    for k in range(1, n + 1):
+        write_image(root / "Training" / "img" / f"img{k:04d}.nii.gz", fake_ct(k))
+        write_image(root / "Training" / "label" / f"label{k:04d}.nii.gz", fake_label(values, k))
+    write_image(root / "Testing" / "img" / "img0061.nii.gz", fake_ct(61))
+    return root
+
+
+def make_flare22(root: Path, n: int = 3) -> Path:
+    """FLARE22 training layout: images/FLARE22_Tr_0001_0000.nii.gz + labels/FLARE22_Tr_0001.nii.gz (labels 1..13)."""
+    for k in range(1, n + 1):
+        write_image(root / "images" / f"FLARE22_Tr_{k:04d}_0000.nii.gz", fake_ct(k))
+        write_image(root / "labels" / f"FLARE22_Tr_{k:04d}.nii.gz", fake_label(list(range(1, 14)), k))
+    return root
+
+
+def make_mmwhs(root: Path, n: int = 3) -> Path:
+    """MM-WHS CT layout: ct_train/ct_train_1001_image.nii.gz + ..._label.nii.gz (float labels, :data:`MMWHS_CODES`)."""
+    for k in range(1001, 1001 + n):
+        write_image(root / "ct_train" / f"ct_train_{k}_image.nii.gz", fake_ct(k))
+        write_image(root / "ct_train" / f"ct_train_{k}_label.nii.gz", fake_label(MMWHS_CODES, k, dtype=np.float32))
+    return root
+
+
+def make_amos(root: Path) -> Path:
+    """Post-challenge AMOS: dataset.json with training/validation/test, imagesTr/Va/Ts, labelsTr/Va
+    (cases :data:`AMOS_CASES`, labels 1..15; test image amos_0002)."""
+    from nnunet_subfore.data.converters import AMOS_LABELS
+
+    meta = {"name": "AMOS", "labels": {str(v): k for k, v in AMOS_LABELS.items()},
+            "training": [], "validation": [], "test": []}
+    for ident, key, images, labels in AMOS_CASES:
+        name = f"amos_{ident:04d}.nii.gz"
+        write_image(root / images / name, fake_ct(ident))
+        write_image(root / labels / name, fake_label(list(range(1, 16)), ident))
+        meta[key].append({"image": f"./{images}/{name}", "label": f"./{labels}/{name}"})
+    write_image(root / "imagesTs" / "amos_0002.nii.gz", fake_ct(2))
+    meta["test"].append({"image": "./imagesTs/amos_0002.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def make_brats(root: Path, n: int = 3) -> Path:
+    """MSD Task01_BrainTumour: 4D images (4 MRI channels), 3D labels (1..3), dataset.json with modality, one
+    test image BRATS_010 and a macOS ``._BRATS_001.nii.gz`` next to the images."""
+    from nnunet_subfore.data.converters import BRATS_CHANNELS
+
+    meta = {"name": "BRATS", "modality": dict(BRATS_CHANNELS),
+            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+            "numTraining": n, "numTest": 1, "training": [], "test": ["./imagesTs/BRATS_010.nii.gz"]}
+    rng = np.random.default_rng(0)
+    for k in range(1, n + 1):
+        name = f"BRATS_{k:03d}.nii.gz"
+        write_image(root / "imagesTr" / name, rng.normal(size=(4,) + FAKE_SHAPE).astype(np.float32),
+                    spacing=(1, 1, 1), origin=(0, 0, 0))
+        write_image(root / "labelsTr" / name, fake_label([1, 2, 3], k), spacing=(1, 1, 1), origin=(0, 0, 0))
+        meta["training"].append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    write_image(root / "imagesTs" / "BRATS_010.nii.gz", rng.normal(size=(4,) + FAKE_SHAPE).astype(np.float32),
+                spacing=(1, 1, 1), origin=(0, 0, 0))
+    (root / "imagesTr" / "._BRATS_001.nii.gz").write_bytes(b"macOS resource fork, not an image")
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def make_luna16(root: Path) -> Path:
+    """LUNA16: subset0/ (UIDs ...101, ...102), subset1/ (...103, ...104 whose .raw is missing), a lung mask
+    in seg-lungs-LUNA16/ (same .mhd format) and annotations.csv (:data:`LUNA16_UID`)."""
+    for subset, ids in (("subset0", (101, 102)), ("subset1", (103, 104))):
+        for k in ids:
+            write_image(root / subset / f"{LUNA16_UID.format(k)}.mhd", fake_ct(k), compress=False)
+    (root / "subset1" / f"{LUNA16_UID.format(104)}.raw").unlink()
+    write_image(root / "seg-lungs-LUNA16" / f"{LUNA16_UID.format(101)}.mhd", fake_label([3, 4], 1), compress=False)
+    (root / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
+    return root

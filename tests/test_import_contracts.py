@@ -27,10 +27,10 @@ def assembled(tmp_path) -> Path:
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(root))
+    env = dict(os.environ, PYTHONPATH=str(root), PYTHONIOENCODING="utf-8")
     script = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(sys.argv[1]))"
     return subprocess.run([sys.executable, "-c", script, str(REPO / "pyproject.toml")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
 
 
 def add_import(module: Path, line: str) -> None:

@@ -146,4 +146,6 @@ def read_ct(path: Union[str, Path]) -> Tuple[np.ndarray, Tuple[float, float, flo
 def sitk_message(error: BaseException) -> str:
     """The informative part of an exception's message: SimpleITK's start with the C++ location."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[-1].startswith("Reason:"):  # ITK's errno text ("No such file ...") misleads
+        lines.pop()
     return re.sub(r"^(sitk::ERROR|ITK ERROR):\s*", "", lines[-1]) if lines else type(error).__name__

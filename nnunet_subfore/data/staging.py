@@ -141,6 +141,7 @@ class DatasetStaging:
         return self.destination
 
     def __exit__(self, *exc) -> None:
+        _restore_replaced(self._work, self.destination)
         shutil.rmtree(self._work, ignore_errors=True)
 
 
@@ -156,12 +157,19 @@ def recover_interrupted_runs(destination: Path) -> None:
         match = pattern.match(work.name)
         if not match or not work.is_dir() or _process_alive(int(match.group(1))):
             continue
-        replaced = work / _REPLACED
-        if replaced.is_dir() and not (destination.exists() or destination.is_symlink()):
-            replaced.rename(destination)
+        if _restore_replaced(work, destination):
             print(f"Restored {destination} from {work} (an interrupted --force had moved it aside).")
         shutil.rmtree(work, ignore_errors=True)
         print(f"Removed {work}, the work folder of an interrupted run.")
+
+
+def _restore_replaced(work: Path, destination: Path) -> bool:
+    """Put back a dataset that a replacement moved aside, if nothing took its place; True if it did."""
+    replaced = work / _REPLACED
+    if replaced.is_dir() and not (destination.exists() or destination.is_symlink()):
+        replaced.rename(destination)
+        return True
+    return False
 
 
 def _process_alive(pid: int) -> bool:

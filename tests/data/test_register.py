@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from subfore_test_helpers import write_dicom_series
 
 from nnunet_subfore.data.phantoms import make_phantom, to_sitk, write_unlabeled_images
 from nnunet_subfore.data.register import REGISTRATION_FILE, RegistrationReport, register_unlabeled
@@ -157,7 +158,7 @@ def test_dicom_series_and_explicit_files(tmp_path):
     image, _, _ = make_phantom(7, SHAPE)
     volume = to_sitk(image, (2.5, 0.8, 0.8), origin=(-10.0, 20.0, 30.0))
     series = tmp_path / "dicom" / "patient1" / "CT series"
-    _write_dicom_series(volume, series, "1.2.826.0.1.3680043.2.1125.99")
+    write_dicom_series(volume, series, "1.2.826.0.1.3680043.2.1125.99")
     mha = _write(tmp_path / "loose" / "one.mha", make_phantom(8, SHAPE)[0])
     report = register_unlabeled([tmp_path / "dicom", mha, series / "IM0003"], 603, "Dicom",
                                 raw_root=tmp_path / "raw", progress=False)
@@ -239,26 +240,30 @@ def test_nnunet_fingerprint_lower_percentile_is_air(tmp_path, sources):
     assert properties["percentile_00_5"] < -500, properties
 
 
-def _write_dicom_series(volume: sitk.Image, folder: Path, series_uid: str) -> None:
-    """One DICOM file per axial slice with the position/orientation tags ITK needs to restack them."""
-    folder.mkdir(parents=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    writer.SetImageIO("GDCMImageIO")
-    d = volume.GetDirection()
-    orientation = "\\".join(str(v) for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    for k in range(volume.GetDepth()):
-        slice_ = volume[:, :, k]
-        for tag, value in {
-            "0008|0060": "CT",
-            "0020|000d": series_uid + ".1",
-            "0020|000e": series_uid,
-            "0008|0018": f"{series_uid}.{k + 100}",
-            "0020|0013": str(k + 1),
-            "0020|0037": orientation,
-            "0020|0032": "\\".join(str(v) for v in volume.TransformIndexToPhysicalPoint((0, 0, k))),
-            "0018|0050": str(volume.GetSpacing()[2]),
-        }.items():
-            slice_.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"IM{k:04d}"))
-        writer.Execute(slice_)
+
+def test_body_threshold_decides_what_is_body(tmp_path):
+    """A -400 HU slab (lung-like) touching a soft-tissue block is body at the default -500 HU, not at -300 HU."""
+    hu = np.full((8, 32, 32), -1000, dtype=np.int16)
+    hu[:, 8:24, 8:16] = 40  # soft tissue
+    hu[:, 8:24, 16:24] = -400  # lung-like, joined to the tissue
+    source = _write(tmp_path / "in" / "ct.nii.gz", hu)
+    labels = {}
+    for threshold in (-500.0, -300.0):
+        raw = tmp_path / f"raw{int(-threshold)}"
+        report = register_unlabeled([source], 7, "Body", raw_root=raw, body_threshold=threshold, progress=False)
+        assert report.exit_code() == 0
+        (label_file,) = (raw / "Dataset007_Body" / "labelsTr").iterdir()
+        labels[threshold] = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+    assert labels[-500.0][:, 8:24, 8:24].all() and labels[-500.0].sum() == 8 * 16 * 16
+    assert labels[-300.0][:, 8:24, 8:16].all() and not labels[-300.0][:, :, 16:].any()
+
+
+def test_truncated_download_is_skipped_by_name(tmp_path, sources, capsys):
+    whole = sources[0] / "ct_0.nii.gz"
+    data = whole.read_bytes()
+    (sources[0] / "half.nii.gz").write_bytes(data[: len(data) // 2])
+    report = register_unlabeled(sources, 8, "Trunc", raw_root=tmp_path / "raw", progress=False)
+    reasons = {p.name: r for p, r in report.skipped}
+    assert "half.nii.gz" in reasons and "re-download" in reasons["half.nii.gz"]
+    assert report.exit_code() == 1 and all("half" not in case for case, _ in report.registered)
+    assert "half.nii.gz" in capsys.readouterr().out
