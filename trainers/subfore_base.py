@@ -8,6 +8,7 @@ import each other and the library by absolute ``nnunet_subfore...`` names only.
 from __future__ import annotations
 
 import os
+import time
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -18,6 +19,7 @@ from nnunet_subfore.errors import UserError
 from nnunet_subfore.networks import build_network, check_patch_size, patch_divisor, valid_patch_size
 from nnunet_subfore.recipe import MaskingRecipe
 from nnunet_subfore.schedules import WarmupCosineLRScheduler
+from nnunet_subfore.trainers.subfore_nnunet_copies import save_checkpoint_atomically
 
 
 class SubForeTrainerBase(nnUNetTrainer):
@@ -35,6 +37,8 @@ class SubForeTrainerBase(nnUNetTrainer):
             for fine-tuning.
         warmup_fraction: share of the epochs spent in linear warm-up.
         epochs, iterations_per_epoch, val_iterations_per_epoch: override nnU-Net's 1000 / 250 / 50.
+        checkpoint_minutes: write ``checkpoint_latest.pth`` at least this often (besides every
+            ``save_every`` epochs, which is nnU-Net's 50 or a tenth of the epochs, whichever is smaller).
     """
 
     backbone: str = "swinunetr"
@@ -47,6 +51,7 @@ class SubForeTrainerBase(nnUNetTrainer):
     epochs: Optional[int] = None
     iterations_per_epoch: Optional[int] = None
     val_iterations_per_epoch: Optional[int] = None
+    checkpoint_minutes: float = 30.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -60,6 +65,9 @@ class SubForeTrainerBase(nnUNetTrainer):
             self.num_iterations_per_epoch = self.iterations_per_epoch
         if self.val_iterations_per_epoch is not None:
             self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        # a kill loses at most a tenth of the run, or checkpoint_minutes (see on_epoch_end)
+        self.save_every = max(1, min(self.save_every, self.num_epochs // 10))
+        self._last_latest_checkpoint = time.monotonic()
         try:
             self._fit_patch_size()
         except UserError as e:
@@ -153,12 +161,66 @@ class SubForeTrainerBase(nnUNetTrainer):
         raise SystemExit(f"\n{self.__class__.__name__}: {message}")
 
     # ----------------------------------------------------------------------------------------------
-    # checkpoints load on CPU-only machines: nnU-Net's -pretrained_weights loader uses no map_location
+    # checkpoints: CPU tensors, atomic writes, checkpoint_latest often enough, --c/--val from what loads
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank == 0 and not self.disable_checkpointing and self.device.type != "cpu":
-            checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-            torch.save(checkpoint, filename)
+        save_checkpoint_atomically(self, filename)
+        if os.path.basename(filename) == "checkpoint_latest.pth":
+            self._last_latest_checkpoint = time.monotonic()
+
+    def on_epoch_end(self):
+        """nnU-Net's epoch end, with ``checkpoint_latest.pth`` also written when
+        :attr:`checkpoint_minutes` have passed since the last one (and every :attr:`save_every` epochs)."""
+        every = self.save_every
+        if time.monotonic() - self._last_latest_checkpoint >= 60 * self.checkpoint_minutes:
+            self.save_every = 1  # nnU-Net's own periodic rule then writes it this epoch
+        try:
+            self._epoch_end()
+        finally:
+            self.save_every = every
+
+    def _epoch_end(self) -> None:
+        super().on_epoch_end()
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's loader, given the newest checkpoint of the run folder that is intact.
+
+        ``--c`` asks for checkpoint_final, else _latest, else _best; ``--val`` for checkpoint_final. A
+        file that is not a complete archive (an interrupted copy, a write by an older version) is
+        named in the log and skipped for the next newest one.
+        """
+        if isinstance(filename_or_checkpoint, str):
+            filename_or_checkpoint = self._newest_intact_checkpoint(filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)
+
+    def _newest_intact_checkpoint(self, requested: str) -> str:
+        folder = os.path.dirname(os.path.abspath(requested))
+        candidates = {os.path.abspath(requested)} | {
+            os.path.join(folder, name) for name in CHECKPOINT_NAMES if os.path.isfile(os.path.join(folder, name))}
+        for path in sorted(candidates, key=lambda p: os.path.getmtime(p) if os.path.exists(p) else -1, reverse=True):
+            problem = archive_problem(path)
+            if problem is None:
+                if path != os.path.abspath(requested):
+                    self.print_to_log_file(f"Loading {os.path.basename(path)} instead of {os.path.basename(requested)}.")
+                return path
+            self.print_to_log_file(f"Skipping {path}: {problem}.")
+        self.fail(f"No intact checkpoint in {folder} (tried {', '.join(sorted(os.path.basename(p) for p in candidates))}); "
+                  f"train again without --c.")
+
+
+#: The checkpoints nnU-Net writes into a fold folder.
+CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+def archive_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not an intact torch checkpoint (a zip archive whose members pass their CRC), or None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        return f"not a complete checkpoint ({e})"
+    return None if bad is None else f"damaged member {bad}"
 
 
 def no_augmentation_patch_setup(trainer: nnUNetTrainer, mirror_axes: Optional[Sequence[int]] = None):

@@ -31,7 +31,8 @@ from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.networks import build_network
 from nnunet_subfore.recipe import PAPER_MASKING
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
-from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger, mim_on_epoch_end
+from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
+from nnunet_subfore.trainers.subfore_nnunet_copies import mim_on_epoch_end
 
 #: Seed of the masks drawn for validation (the same every epoch, so validation losses compare).
 VALIDATION_MASK_SEED = 12345
@@ -140,7 +141,7 @@ class SubForePretrainTrainer(SubForeTrainerBase):
             losses = np.concatenate([np.atleast_1d(g) for g in gathered])
         self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
 
-    def on_epoch_end(self):
+    def _epoch_end(self) -> None:
         mim_on_epoch_end(self)
 
     # ----------------------------------------------------------------------------------------------

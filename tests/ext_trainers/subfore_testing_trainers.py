@@ -3,6 +3,12 @@
 Each is a shipped demo variant with one or two attributes changed, the way nnU-Net's own variants read.
 """
 
+import io
+import os
+import time
+
+import torch
+
 from nnunet_subfore.trainers.subfore_demo import (
     SubForePretrainTrainer_demo,
     SubForeSwinUNETRTrainer_demo,
@@ -29,3 +35,34 @@ class SubForeUNETRTrainer_widepatch(SubForeUNETRTrainer_demo):
 class SubForeSwinUNETRTrainer_short(SubForeSwinUNETRTrainer_demo):
     epochs = 2
     iterations_per_epoch = 4
+
+
+class SubForePretrainTrainer_killtest(SubForePretrainTrainer_demo):
+    """Hangs half-way through writing its checkpoint_latest.pth of epoch 2 when SUBFORE_TEST_BLOCK_MARKER is set.
+
+    It writes half of the checkpoint's bytes, creates the marker file and sleeps: the test kills it
+    there, at a moment it knows to lie inside a checkpoint write.
+    """
+
+    epochs = 4
+
+    def save_checkpoint(self, filename: str) -> None:
+        marker = os.environ.get("SUBFORE_TEST_BLOCK_MARKER")
+        if not (marker and os.path.basename(filename) == "checkpoint_latest.pth" and self.current_epoch == 2):
+            return super().save_checkpoint(filename)
+        real_save = torch.save
+
+        def half_save(obj, f, *args, **kwargs):
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            with open(marker, "w") as m:
+                m.write("inside a checkpoint write")
+            time.sleep(3600)
+
+        torch.save = half_save
+        try:
+            super().save_checkpoint(filename)
+        finally:
+            torch.save = real_save
