@@ -79,6 +79,8 @@ def _cmd_adapt_checkpoint(args) -> int:
     from nnunet_subfore.registry import build_trainer_network, find_trainer_class
 
     output = Path(args.output)
+    if output.is_dir():
+        raise UserError(f"{output} is a folder: give the adapted checkpoint's file name, e.g. {output / 'adapted.pth'}.")
     if output.exists() and not args.force:
         raise UserError(f"{output} exists; pass --force to overwrite it.")
     if args.num_input_channels < 1:
@@ -127,6 +129,7 @@ def _cmd_show_masking(args) -> int:
         threshold=args.threshold,
         ratio=args.ratio,
         seed=args.seed,
+        force=args.force,
     )
     print(f"wrote {out}")
     return 0
@@ -204,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", dest="plans", default="nnUNetPlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")
     p.add_argument("-f", dest="folds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_summary)")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_summary); "
+                   "its dice__PLANS__CONFIGURATION.{md,csv,png} are rewritten on every run")
     p.set_defaults(func=_cmd_summarize)
 
     p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
     p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_show_masking)
     return parser
 

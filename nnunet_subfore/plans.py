@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
 
@@ -118,6 +119,11 @@ def write_subfore_plans(
     if not source.is_file():
         raise UserError(
             f"{source} does not exist. Plan the dataset first: `nnUNetv2_plan_and_preprocess -d {dataset} -c {configuration}`."
+        )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*(_[A-Za-z0-9\-]+)*", target_plans):
+        raise UserError(
+            f"--plans-name {target_plans!r} is not a plans name: use letters, digits, '-' and single '_' (no "
+            f"folders, no '__', which nnU-Net uses to separate trainer, plans and configuration), e.g. SubForePlans."
         )
     if target == source:
         raise UserError(f"The preset may not replace its source {source}: choose another --plans-name.")

@@ -139,3 +139,59 @@ def test_position_embeddings_follow_each_grid_axis():
     torch.testing.assert_close(out_h[0, :, 3, 2], torch.full((6,), 3.0))
     expected_h = torch.tensor([min(max((k + 0.5) / 2 - 0.5, 0.0), 2.0) for k in range(6)])
     torch.testing.assert_close(out_h[0, :, 0, 1], expected_h)
+
+
+class _Payload:
+    """Pickles as a call that creates a file: what a malicious .pth would run on torch.load(weights_only=False)."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_a_pickle_payload_is_refused_before_it_runs(tmp_path):
+    from nnunet_subfore.checkpoints import load_checkpoint
+    from nnunet_subfore.errors import UserError
+
+    created = tmp_path / "created_by_payload"
+    evil = tmp_path / "evil.pth"
+    torch.save({"network_weights": {"w": torch.zeros(1)}, "extra": _Payload(created)}, evil)
+    with pytest.raises(UserError, match="Refused .*evil.pth.*nothing of it was executed"):
+        load_checkpoint(evil)
+    assert not created.exists()
+    torch.load(evil, weights_only=False)  # the payload is real: an unsafe load does run it
+    assert created.exists()
+
+
+def test_an_nnunet_style_checkpoint_with_numpy_logs_loads_safely(tmp_path):
+    import numpy as np
+
+    from nnunet_subfore.checkpoints import load_checkpoint
+
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": {"w": torch.ones(2)}, "logging": {"val_losses": [np.float64(0.5), np.float32(0.25)]},
+                "current_epoch": np.int64(3), "_best_ema": None}, path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint["logging"]["val_losses"] == [0.5, 0.25] and checkpoint["current_epoch"] == 3
+
+
+def test_adapt_checkpoint_and_the_finetune_check_refuse_the_payload(tmp_path, capsys):
+    from nnunet_subfore.cli import main
+    from nnunet_subfore.trainers.subfore_finetune import SubForeSwinUNETRTrainer
+
+    created = tmp_path / "created_by_payload"
+    evil = tmp_path / "evil.pth"
+    torch.save({"network_weights": {}, "extra": _Payload(created)}, evil)
+    plans = tmp_path / "plans.json"
+    plans.write_text(json.dumps({"configurations": {"3d_fullres": {"patch_size": [64, 64, 64]}}}))
+    assert main(["adapt-checkpoint", str(evil), "--plans", str(plans), "-tr", "SubForeSwinUNETRTrainer",
+                 "--num-input-channels", "1", "-o", str(tmp_path / "out.pth")]) == 2
+    assert "Refused" in capsys.readouterr().err and not created.exists()
+
+    trainer = SubForeSwinUNETRTrainer.__new__(SubForeSwinUNETRTrainer)  # the pre-check alone, before nnU-Net loads
+    trainer.print_to_log_file = lambda *args, **kwargs: None
+    with pytest.raises(SystemExit, match="Refused"):
+        trainer.check_pretrained_weights(evil)
+    assert not created.exists()

@@ -1,8 +1,10 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nnunet_subfore.cli import main
 from nnunet_subfore.registry import trainer_path
@@ -70,3 +72,63 @@ def test_pretrained_weights_are_read_from_argv_like_nnunet_reads_them():
     assert read(["602", "3d_fullres", "0", "-tr", "T", "-p", "SubForePlans", "-device", "cpu"]) is None
     assert str(read(["602", "3d_fullres", "0", "-p", "P", "-pretrained_weights", "/w/final.pth"])) == "/w/final.pth"
     assert str(read(["602", "3d_fullres", "0", "-pretrained_weights", "/w/final.pth", "-p", "P"])) == "/w/final.pth"
+
+
+@pytest.fixture
+def plans_tree(tmp_path, monkeypatch):
+    """A preprocessed folder with one dataset's nnUNetPlans.json (enough for `plans` and `adapt-checkpoint`)."""
+    pre = tmp_path / "pre"
+    (pre / "Dataset601_CT").mkdir(parents=True)
+    plans = {"plans_name": "nnUNetPlans", "dataset_name": "Dataset601_CT",
+             "configurations": {"3d_fullres": {"patch_size": [64, 64, 64], "normalization_schemes": ["CTNormalization"]}},
+             "foreground_intensity_properties_per_channel": {"0": {"mean": 0, "std": 1, "percentile_00_5": -1000,
+                                                                    "percentile_99_5": 1000}}}
+    (pre / "Dataset601_CT" / "nnUNetPlans.json").write_text(json.dumps(plans))
+    monkeypatch.setenv("nnUNet_preprocessed", str(pre))
+    return pre
+
+
+def a_checkpoint(path: Path) -> Path:
+    torch.save({"network_weights": {"w": torch.zeros(1)}}, path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["raw root is a file", "plans not JSON", "output is a folder", "summary -o is a file",
+                                  "plans name leaves the folder", "plans name with __", "figure exists"])
+def test_bad_input_ends_in_one_message_with_status_2(case, tmp_path, plans_tree, capsys, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    if case == "raw root is a file":
+        ct = tmp_path / "ct"
+        ct.mkdir()
+        argv, expected = ["register-unlabeled", str(ct), "-d", "5", "-n", "X", "--raw-root", str(a_file)], "is a file"
+    elif case == "plans not JSON":
+        argv = ["adapt-checkpoint", str(a_checkpoint(tmp_path / "c.pth")), "--plans", str(a_file), "-tr",
+                "SubForeSwinUNETRTrainer", "--num-input-channels", "1", "-o", str(tmp_path / "o.pth")]
+        expected = "is not a JSON file"
+    elif case == "output is a folder":
+        argv = ["adapt-checkpoint", str(a_checkpoint(tmp_path / "c.pth")), "--plans",
+                str(plans_tree / "Dataset601_CT" / "nnUNetPlans.json"), "-tr", "SubForeSwinUNETRTrainer",
+                "--num-input-channels", "1", "-o", str(tmp_path), "--force"]
+        expected = "is a folder"
+    elif case == "summary -o is a file":
+        results = tmp_path / "results" / "Dataset601_CT" / "T__nnUNetPlans__3d_fullres" / "fold_0" / "validation"
+        results.mkdir(parents=True)
+        (results / "summary.json").write_text(json.dumps({"mean": {"1": {"Dice": 0.5}}}))
+        monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+        argv, expected = ["summarize", "-d", "601", "-tr", "T", "-f", "0", "-o", str(a_file)], "is a file"
+    elif case == "plans name leaves the folder":
+        argv, expected = ["plans", "-d", "601", "--plans-name", "../../x"], "is not a plans name"
+    elif case == "plans name with __":
+        argv, expected = ["plans", "-d", "601", "--plans-name", "My__Plans"], "is not a plans name"
+    else:
+        figure = tmp_path / "figure.png"
+        figure.write_bytes(b"an earlier figure")
+        before[figure] = figure.read_bytes()
+        argv, expected = ["show-masking", str(a_file), "-o", str(figure)], "exists; pass --force"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
+    assert {p: p.read_bytes() for p in before} == before  # nothing overwritten
+    assert not list(tmp_path.parent.glob("x.json")) and not (tmp_path / "pre" / "x.json").exists()

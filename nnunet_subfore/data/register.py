@@ -37,6 +37,7 @@ from nnunet_subfore.data.ct_io import UnreadableImageError, read_image, sitk_mes
 from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import dataset_folder_name, nnunet_folder
+from nnunet_subfore.recipe import PAPER_MASKING
 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 """Single-file image formats read from folders (DICOM series are found separately)."""
@@ -62,11 +63,13 @@ class RegistrationReport:
         output_dir: the dataset folder (not written when nothing was registered).
         registered: ``(case_id, source)`` per registered volume; a DICOM series' source is its folder.
         skipped: ``(source, reason)`` per volume or file that was not registered.
+        notes: ``(source, remark)`` per registered volume worth a look (e.g. smaller than one masking subvolume).
     """
 
     output_dir: Path
     registered: List[Tuple[str, Path]] = field(default_factory=list)
     skipped: List[Tuple[Path, str]] = field(default_factory=list)
+    notes: List[Tuple[Path, str]] = field(default_factory=list)
 
     def exit_code(self) -> int:
         """0: nothing skipped; 1: some skipped, at least one registered; 2: nothing registered."""
@@ -150,6 +153,9 @@ def register_unlabeled(
             reason = _register_volume(volume, staging.path, case, body_threshold)
             if reason is None:
                 report.registered.append((case, volume.path))
+                note = _small_volume_note(staging.path / "imagesTr" / f"{case}_0000.nii.gz")
+                if note:
+                    report.notes.append((volume.path, note))
                 record = {"case": case, "source": str(volume.path)}
                 if volume.series_uid:
                     record["dicom_series_uid"] = volume.series_uid
@@ -209,6 +215,19 @@ def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float)
     return None
 
 
+def _small_volume_note(image_file: Path) -> Optional[str]:
+    """A remark for a volume smaller than one masking subvolume along some axis (nnU-Net pads it; is it a scan?)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(image_file))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    side = PAPER_MASKING.subvolume_size
+    if min(size) >= side:
+        return None
+    return (f"only {' x '.join(map(str, size))} voxels, fewer than one {side}^3 masking subvolume along some axis "
+            f"(before nnU-Net resamples it): a thumbnail or a localizer rather than a scan? Remove it if so.")
+
+
 def _not_ct_reason(hu: np.ndarray) -> Optional[str]:
     """None if the intensities look like CT in Hounsfield units, else why not."""
     flat = hu.reshape(-1)
@@ -217,6 +236,9 @@ def _not_ct_reason(hu: np.ndarray) -> Optional[str]:
     if sample.size == 0:
         return "no finite intensities (all NaN or infinite)"
     low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if low == high and low >= 0.0:
+        return (f"the same intensity {low:.4g} in every voxel: an empty image, or NaN/inf voxels (SimpleITK reads "
+                f"them as 0); not a CT scan")
     if low >= 0.0 and high <= 1.0:
         return f"intensities in [{low:.3g}, {high:.3g}]: normalized values, not CT in Hounsfield units"
     if low >= 0.0:
@@ -376,5 +398,9 @@ def _print_summary(report: RegistrationReport, dataset_id: int, threshold: float
         print(f"Skipped {n_skip}:")
         for path, reason in report.skipped:
             print(f"  {path}: {reason}")
+    if report.notes:
+        print(f"Registered, but look at {len(report.notes)}:")
+        for path, note in report.notes:
+            print(f"  {path}: {note}")
     if n_reg:
         print(f"Next: nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c 3d_fullres --verify_dataset_integrity")

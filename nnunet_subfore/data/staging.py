@@ -58,6 +58,9 @@ def check_dataset_free(
             dataset name, or the folder exists and ``force`` is False.
     """
     folder_name = dataset_folder_name(dataset_id, name)
+    if Path(raw_root).exists() and not Path(raw_root).is_dir():
+        raise UserError(f"The raw folder {raw_root} is a file, not a folder: pass nnU-Net's raw folder "
+                        f"(--raw-root or $nnUNet_raw).")
     raw_root = Path(raw_root).resolve()
     destination = raw_root / folder_name
     for source in protected:

@@ -381,11 +381,13 @@ def draw_masking(
     seed: int = 0,
     fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
+    force: bool = False,
 ) -> Path:
     """Draw the foreground masking and a random masking of a CT image's central patch.
 
     Args:
         image: CT in HU: a file or DICOM folder SimpleITK reads, or a numpy array (z, y, x).
+        force: overwrite an existing ``output`` (refused without).
         output: figure file (``.png``; any format matplotlib writes by its suffix). Parent folders
             are created; an existing file is overwritten.
         patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing: see
@@ -397,6 +399,10 @@ def draw_masking(
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     output = Path(output)
+    if output.is_dir():
+        raise UserError(f"{output} is a folder: give the figure's file name, e.g. {output / 'masking.png'}.")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to overwrite it.")
     fig = Figure(figsize=(11.0, 12.0), layout="constrained")
     formats = fig.canvas.get_supported_filetypes()
     if output.suffix.lower().lstrip(".") not in formats:

@@ -218,6 +218,9 @@ def summarize(
     trainers, folds = _checked_selection(trainers, folds)
     root = nnunet_folder("results", results_root)
     dataset_name = find_dataset_name(dataset, root)
+    out_dir = Path(output_dir) if output_dir is not None else root / dataset_name / "subfore_summary"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"The summary folder {out_dir} is a file: pass a folder with -o.")
     runs = [_gather_run(root, dataset_name, trainer, plans, configuration, folds, metric) for trainer in trainers]
     if not any(run.values for run in runs):
         raise UserError(_nothing_found_message(root / dataset_name, trainers, plans, configuration, folds))
@@ -235,7 +238,6 @@ def summarize(
         files=[],
     )
     result.markdown = _markdown(result, plans, configuration, {run.trainer: run.note for run in runs if run.note})
-    out_dir = Path(output_dir) if output_dir is not None else root / dataset_name / "subfore_summary"
     result.files = _write_outputs(result, out_dir, plans, configuration)
     return result
 
@@ -352,7 +354,8 @@ def _fold_statistics(run: _Run, classes: Sequence[Tuple[str, str]], folds: Seque
 
 
 def _write_outputs(result: SummaryResult, out_dir: Path, plans: str, configuration: str) -> List[Path]:
-    """``<metric>__<plans>__<configuration>`` .md, .csv and .png in ``out_dir``."""
+    """``<metric>__<plans>__<configuration>`` .md, .csv and .png in ``out_dir`` (rewritten: they are derived
+    from nnU-Net's results, which are never touched)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{result.metric.lower()}__{plans}__{configuration}"
     md_path, csv_path, png_path = (out_dir / f"{stem}.{ext}" for ext in ("md", "csv", "png"))

@@ -174,6 +174,7 @@ def test_nothing_registered_is_exit_2_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad"
     _write(bad / "normalized.nii.gz", np.random.default_rng(1).random(SHAPE).astype(np.float32))
     _write(bad / "air.nii.gz", np.full(SHAPE, -1000, dtype=np.int16))
+    _write(bad / "all_nan.nii.gz", np.full(SHAPE, np.nan, dtype=np.float32))
     _write(bad / "soft_tissue_only.nii.gz", np.full(SHAPE, 40, dtype=np.int16) - 200)
     _write(bad / "rgb.nrrd", np.zeros((*SHAPE, 3), dtype=np.uint8))
     (bad / "lonely.raw").write_bytes(b"\0" * 64)
@@ -182,6 +183,7 @@ def test_nothing_registered_is_exit_2_and_writes_nothing(tmp_path):
     assert report.exit_code() == 2 and report.registered == []
     assert "normalized" in reasons["normalized.nii.gz"]
     assert "empty body mask" in reasons["air.nii.gz"]
+    assert "NaN" in reasons["all_nan.nii.gz"] and "normalized" not in reasons["all_nan.nii.gz"]
     assert "no air" in reasons["soft_tissue_only.nii.gz"]
     assert "components" in reasons["rgb.nrrd"]
     assert ".mhd" in reasons["lonely.raw"]
@@ -267,3 +269,14 @@ def test_truncated_download_is_skipped_by_name(tmp_path, sources, capsys):
     assert "half.nii.gz" in reasons and "re-download" in reasons["half.nii.gz"]
     assert report.exit_code() == 1 and all("half" not in case for case, _ in report.registered)
     assert "half.nii.gz" in capsys.readouterr().out
+
+
+def test_a_volume_smaller_than_one_subvolume_is_registered_with_a_note(tmp_path, capsys):
+    tiny = np.full((5, 5, 5), 40, dtype=np.int16)
+    tiny[0] = -1000
+    source = _write(tmp_path / "in" / "thumb.nii.gz", tiny)
+    report = register_unlabeled([source], 9, "Tiny", raw_root=tmp_path / "raw", progress=False)
+    assert report.exit_code() == 0 and len(report.registered) == 1
+    (path, note), = report.notes
+    assert path == source and "5 x 5 x 5" in note and "16^3" in note
+    assert "thumb.nii.gz" in capsys.readouterr().out

@@ -47,14 +47,17 @@ def test_statistics_foreground_masking_spares_air_random_does_not(half_air):
     assert masking_statistics(half_air, seed=0) == st  # same draws
 
 
-def test_draw_masking_writes_png_and_overwrites(half_air, tmp_path):
+def test_draw_masking_writes_png_and_overwrites_only_with_force(half_air, tmp_path):
     out = tmp_path / "a" / "b" / "masking.png"
     assert draw_masking(image=half_air, output=out, patch_size=None, subvolume_size=16, window=(-175.0, 250.0),
                         threshold=0.1, ratio=0.6, seed=0) == out
     data = out.read_bytes()
     assert data[:8] == PNG and len(data) > 10_000
     out.write_bytes(b"old")
-    draw_masking(half_air, out, seed=1, fill="zero")
+    with pytest.raises(UserError, match="exists; pass --force"):
+        draw_masking(half_air, out, seed=1, fill="zero")
+    assert out.read_bytes() == b"old"
+    draw_masking(half_air, out, seed=1, fill="zero", force=True)
     assert out.read_bytes()[:8] == PNG
 
 

@@ -21,7 +21,8 @@ class ConversionReport:
         dataset: the dataset key (``btcv`` ...).
         output_dir: the nnU-Net raw dataset folder (None if nothing was written).
         converted: case identifiers written.
-        skipped: ``(case or file, reason)`` for everything left out.
+        skipped: ``(case or file, reason)`` for every case or file left out.
+        not_done: steps that could not be done, with the reason (e.g. the paper split); not cases.
         notes: remarks worth reading (paper split adjustments, ignored files).
         splits_file: the ``splits_final.json`` written under ``nnUNet_preprocessed``, if any.
     """
@@ -30,14 +31,15 @@ class ConversionReport:
     output_dir: Optional[Path] = None
     converted: List[str] = field(default_factory=list)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    not_done: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     splits_file: Optional[Path] = None
 
     def exit_code(self) -> int:
-        """0 all converted, 1 something skipped, 2 nothing converted."""
+        """0 all converted, 1 something skipped or not done, 2 nothing converted."""
         if not self.converted:
             return 2
-        return 1 if self.skipped else 0
+        return 1 if self.skipped or self.not_done else 0
 
     def describe(self) -> str:
         """A human-readable summary (printed by :func:`convert_dataset`)."""
@@ -49,6 +51,7 @@ class ConversionReport:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)}:")
             lines.extend(f"  {name}: {reason}" for name, reason in self.skipped)
+        lines.extend(f"not done: {step}" for step in self.not_done)
         lines.extend(f"note: {note}" for note in self.notes)
         if self.splits_file is not None:
             lines.append(f"wrote {self.splits_file} (nnU-Net's folds 0-4, paper split as fold 5)")

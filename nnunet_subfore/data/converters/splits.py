@@ -109,7 +109,7 @@ def write_paper_split(spec: DatasetSpec, listing: Listing, report: ConversionRep
     try:
         splits, note = paper_splits(report.converted, spec.paper_split, groups or None)
     except ValueError as error:
-        report.skipped.append(("paper split", f"{error}; splits_final.json not written."))
+        report.not_done.append(f"paper split: {error}; splits_final.json not written.")
         return
     text = json.dumps(splits, indent=4)
     target.parent.mkdir(parents=True, exist_ok=True)

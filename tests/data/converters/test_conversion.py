@@ -281,7 +281,8 @@ def test_paper_split_too_few_cases_is_reported(nnunet_folders, tmp_path):
     raw, pre = nnunet_folders
     report = convert_dataset("mmwhs", make_mmwhs(tmp_path / "m", n=3), 511, None, False, True)
     assert report.exit_code() == 1
-    assert "at least 5 cases" in dict(report.skipped)["paper split"]
+    assert report.skipped == [] and "at least 5 cases" in report.not_done[0]
+    assert "skipped" not in report.describe() and "not done: paper split" in report.describe()
     assert not (pre / "Dataset511_MMWHS" / "splits_final.json").exists()
     assert report.converted == ["MMWHS_ct_1001", "MMWHS_ct_1002", "MMWHS_ct_1003"]
 
