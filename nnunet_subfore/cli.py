@@ -54,17 +54,18 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plans(args) -> int:
-    from nnunet_subfore.plans import PAPER_PATCH_SIZE, write_subfore_plans
+    from nnunet_subfore.plans import PAPER_PATCH_SIZE, TINY_CNN_PATCH_SIZE, write_subfore_plans
 
     out = write_subfore_plans(
         args.dataset,
-        patch_size=tuple(args.patch) if args.patch else PAPER_PATCH_SIZE,
-        batch_size=args.batch_size,
+        patch_size=tuple(args.patch) if args.patch else (TINY_CNN_PATCH_SIZE if args.tiny_cnn else PAPER_PATCH_SIZE),
+        batch_size=args.batch_size if args.batch_size or not args.tiny_cnn else 2,
         hu_window=tuple(args.hu_window) if args.hu_window else None,
         source_plans=args.source_plans,
         target_plans=args.plans_name,
         configuration=args.configuration,
         force=args.force,
+        tiny_cnn=args.tiny_cnn,
     )
     print(f"Wrote {out}")
     name = out.parent.name
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default: the paper's 96 96 96)")
     p.add_argument("--batch-size", type=int, help="batch size (default: keep the source plans')")
     p.add_argument("--hu-window", nargs=2, type=float, metavar=("LO", "HI"), help="fixed HU window as CT normalization")
+    p.add_argument("--tiny-cnn", action="store_true",
+                   help="a tiny version of the source plans' CNN (3 stages, 8-32 features, patch 32^3, batch 2) for "
+                        "CPU demos and tests; same data identifier, no new preprocessing")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")

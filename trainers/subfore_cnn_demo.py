@@ -1,0 +1,50 @@
+"""Demo-scale variants of the CNN trainers: a few short epochs, no test-time mirroring.
+
+The tiny network itself is not here: nnU-Net's stock trainer rebuilds the network from the plans, so
+the tiny CNN lives in a plans preset derived from the dataset's plans
+(``nnunet-subfore plans -d ID --tiny-cnn --plans-name SubForeTinyCNNPlans``: 3 stages, 8-32 features,
+32^3 patch), which pretraining, fine-tuning (stock or SubFore) and prediction all read. Not for real
+experiments.
+"""
+
+from nnunet_subfore.networks import CNN_BACKBONE
+from nnunet_subfore.trainers.subfore_cnn import (
+    SubForeCNNFinetuneTrainer,
+    SubForeCNNFinetuneTrainer_scratch,
+    SubForeCNNPretrainTrainer,
+    SubForeRandomMaskCNNPretrainTrainer,
+)
+from nnunet_subfore.trainers.subfore_demo import DemoScale, FinetuneDemoScale
+
+
+class CNNDemoScale(DemoScale):
+    """DemoScale with the patch of the plans (the tiny-CNN preset holds 32^3)."""
+
+    patch_size = None
+
+
+class CNNFinetuneDemoScale(CNNDemoScale):
+    epochs = FinetuneDemoScale.epochs
+    warmup_epochs = 1
+    trainers_for_backbone = {
+        **FinetuneDemoScale.trainers_for_backbone,
+        CNN_BACKBONE: ("SubForeCNNFinetuneTrainer_demo", "SubForeCNNPretrainTrainer_demo"),
+    }
+
+
+class SubForeCNNPretrainTrainer_demo(CNNDemoScale, SubForeCNNPretrainTrainer):
+    pass
+
+
+class SubForeRandomMaskCNNPretrainTrainer_demo(CNNDemoScale, SubForeRandomMaskCNNPretrainTrainer):
+    pass
+
+
+class SubForeCNNFinetuneTrainer_demo(CNNFinetuneDemoScale, SubForeCNNFinetuneTrainer):
+    pass
+
+
+class SubForeCNNFinetuneTrainer_demo_scratch(CNNFinetuneDemoScale, SubForeCNNFinetuneTrainer_scratch):
+    """The demo's from-scratch baseline: nnU-Net's recipe (lr 1e-2, poly), own result folder."""
+
+    warmup_epochs = 0
