@@ -1,5 +1,9 @@
 """Benchmark-local trainer variants (not part of the package; put this folder on nnUNet_extTrainer).
 
+The ``SubForeBench_CNN_*`` classes are the CNN arm: the package's CNN demo trainers on a tiny-CNN plans
+preset (``nnunet-subfore plans --tiny-cnn``), same variables, plus ``SUBFORE_BENCH_WARMUP`` (fine-tuning
+warm-up epochs of the pretrained arms; ``PretrainedTrainer``'s 50 of 1000 scaled to the budget).
+
 ``benchmarks/pretrain_vs_scratch.py`` and ``benchmarks/loader.py`` append this folder to
 ``nnUNet_extTrainer`` (os.pathsep-separated) next to ``nnunet-subfore trainer-path``. The classes are
 the package's demo-scale trainers (tiny SwinUNETR, 32^3 patches, no test-time mirroring) with the
@@ -24,6 +28,12 @@ import random
 import numpy as np
 import torch
 
+from nnunet_subfore.trainers.subfore_cnn_demo import (
+    SubForeCNNFinetuneTrainer_demo,
+    SubForeCNNFinetuneTrainer_demo_scratch,
+    SubForeCNNPretrainTrainer_demo,
+    SubForeRandomMaskCNNPretrainTrainer_demo,
+)
 from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer
 from nnunet_subfore.trainers.subfore_demo import (
     SubForePretrainTrainer_demo,
@@ -55,6 +65,9 @@ class _BenchSettings:
             value = _env_int(var)
             if value is not None:
                 setattr(self, attr, value)
+        value = _env_int("SUBFORE_BENCH_WARMUP")
+        if value is not None and hasattr(self, "warmup_epochs") and self.warmup_epochs:
+            self.warmup_epochs = value
         if isinstance(self, SubForePretrainTrainer):
             value = _env_int("SUBFORE_BENCH_SUBVOLUME")
             if value is not None:
@@ -80,3 +93,23 @@ class SubForeBench_Finetune_random(_BenchSettings, SubForeSwinUNETRTrainer_demo)
 
 class SubForeBench_Finetune_scratch(_BenchSettings, SubForeSwinUNETRTrainer_demo):
     """The same fine-tuning without pretrained weights."""
+
+
+class SubForeBench_CNN_PretrainFG(_BenchSettings, SubForeCNNPretrainTrainer_demo):
+    """HU-foreground masking pretraining of the tiny-CNN preset's U-Net (SGD 1e-2, poly)."""
+
+
+class SubForeBench_CNN_PretrainRandom(_BenchSettings, SubForeRandomMaskCNNPretrainTrainer_demo):
+    """Random subvolume masking pretraining (same ratio), same network and budget."""
+
+
+class SubForeBench_CNN_Finetune_fg(_BenchSettings, SubForeCNNFinetuneTrainer_demo):
+    """Fine-tuning from SubForeBench_CNN_PretrainFG weights (PretrainedTrainer's recipe: lr 1e-3, warm-up, poly)."""
+
+
+class SubForeBench_CNN_Finetune_random(_BenchSettings, SubForeCNNFinetuneTrainer_demo):
+    """Fine-tuning from SubForeBench_CNN_PretrainRandom weights."""
+
+
+class SubForeBench_CNN_Finetune_scratch(_BenchSettings, SubForeCNNFinetuneTrainer_demo_scratch):
+    """From scratch with nnU-Net's own recipe (lr 1e-2, poly, no warm-up): the baseline a user would run."""
