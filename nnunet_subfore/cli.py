@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch size (default: keep the source plans')")
     p.add_argument("--hu-window", nargs=2, type=float, metavar=("LO", "HI"), help="fixed HU window as CT normalization")
     p.add_argument("--tiny-cnn", action="store_true",
-                   help="a tiny version of the source plans' CNN (3 stages, 8-32 features, patch 32^3, batch 2) for "
+                   help="a tiny version of the source plans' CNN (3 stages, 16-64 features, patch 32^3, batch 2) for "
                         "CPU demos and tests; same data identifier, no new preprocessing")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")

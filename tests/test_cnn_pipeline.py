@@ -71,11 +71,11 @@ def test_cnn_demo_runs_the_chain_on_the_planned_network(cnn_demo_run, cnn_checkp
     run_dir = result_folder(env, PRETRAIN, CHAIN.pretrainer, CHAIN.pretrain_plans)
     config = json.loads((run_dir / "plans.json").read_text())["configurations"]["3d_fullres"]
     assert config["architecture"]["network_class_name"].endswith("PlainConvUNet")
-    assert config["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32]
+    assert config["architecture"]["arch_kwargs"]["features_per_stage"] == [16, 32, 64]
     assert config["patch_size"] == [32, 32, 32]
     checkpoint = torch.load(cnn_checkpoint, weights_only=False)  # no map_location, like nnU-Net's loader
     assert checkpoint["network_weights"]["decoder.seg_layers.1.weight"].shape[0] == 1  # reconstruction head
-    assert len(checkpoint["logging"]["val_losses"]) == 4 and (run_dir / "fold_0" / "checkpoint_best.pth").is_file()
+    assert len(checkpoint["logging"]["val_losses"]) == 10 and (run_dir / "fold_0" / "checkpoint_best.pth").is_file()
     metrics = json.loads((run_dir / "fold_0" / "validation" / "reconstruction_metrics.json").read_text())
     assert np.isfinite(metrics["mean_masked_l1"])
     log = next((run_dir / "fold_0").glob("training_log_*.txt")).read_text()
