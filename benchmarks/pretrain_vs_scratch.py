@@ -24,10 +24,9 @@ Everything goes through nnU-Net's own commands, run with subprocess:
 
 ``--backbone cnn``: the same with nnU-Net's own U-Net, shrunk by a plans preset derived from the
 pretraining plans (``nnunet-subfore plans --tiny-cnn``: 3 stages, 8/16/32 features, 32^3, batch 2),
-moved to the labelled set with ``nnUNetv2_move_plans_between_datasets`` and used with ``-p``; the
-pretrained arms fine-tune with ``SubForeCNNFinetuneTrainer``'s recipe (SGD lr 1e-3, linear warm-up
-over 5 % of the epochs as 50 of nnU-Net's 1000, then poly), the scratch arm with nnU-Net's own
-(lr 1e-2, poly). Results go to files tagged ``_cnn``.
+moved to the labelled set with ``nnUNetv2_move_plans_between_datasets`` and used with ``-p``; all
+three arms fine-tune with the stock nnUNetTrainer's recipe (SGD lr 1e-2, poly, deep supervision), so
+they differ only in the initial weights. Results go to files tagged ``_cnn``.
 
 The trainers are the package's demo-scale ones (tiny SwinUNETR or tiny CNN, 32^3 patches, no test-time
 mirroring), defined in ``benchmarks/bench_trainers`` with the run length, seed and masking subvolume
@@ -224,8 +223,7 @@ def finetune_predict_evaluate(runner: Runner, args, seed: int, arm: str, weights
         if not (folder / "checkpoint_final.pth").exists():
             env = runner.env(results, training=True, SUBFORE_BENCH_SEED=seed,
                              SUBFORE_BENCH_EPOCHS=args.finetune_epochs, SUBFORE_BENCH_ITERS=args.finetune_iters,
-                             SUBFORE_BENCH_VAL_ITERS=args.val_iters,
-                             SUBFORE_BENCH_WARMUP=max(1, round(0.05 * args.finetune_epochs)))
+                             SUBFORE_BENCH_VAL_ITERS=args.val_iters)
             cmd = ["nnUNetv2_train", str(LABELLED_ID), "3d_fullres", "all", "-tr", trainer, "-p", b["plans"],
                    "-device", "cpu"]
             if weights is not None:

@@ -68,7 +68,7 @@ class DemoChain:
 
 CHAINS: Dict[str, DemoChain] = {
     "cnn": DemoChain("cnn", "nnU-Net's U-Net (a tiny version of the planned network)", "SubForeCNNPretrainTrainer_demo",
-                     "SubForeCNNFinetuneTrainer_demo", "SubForeCNNFinetuneTrainer_demo_scratch", "SubForeDemoCNNPlans",
+                     "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch", "SubForeDemoCNNPlans",
                      "SubForePretrainCNNPlans", tiny_cnn=True),
     "swinunetr": DemoChain("swinunetr", "SwinUNETR", PRETRAINER, FINETUNER, SCRATCH, "nnUNetPlans", DOWNSTREAM_PLANS),
 }

@@ -226,7 +226,7 @@ def test_cnn_optimizers_are_sgd_nesterov_with_poly_decay(trainer, lr, warmup):
 CNN_TRAINERS = ["SubForeCNNPretrainTrainer", "SubForeRandomMaskCNNPretrainTrainer", "SubForeCNNFinetuneTrainer",
                 "SubForeCNNFinetuneTrainer_scratch", "SubForeCNNPretrainTrainer_demo",
                 "SubForeRandomMaskCNNPretrainTrainer_demo", "SubForeCNNFinetuneTrainer_demo",
-                "SubForeCNNFinetuneTrainer_demo_scratch"]
+                "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch"]
 
 
 def test_nnunet_finds_the_cnn_trainers(monkeypatch):

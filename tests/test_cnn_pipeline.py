@@ -123,6 +123,19 @@ def test_stock_trainer_fine_tunes_through_the_commands_and_predicts(cnn_demo_run
     assert_predictions_with_input_geometry(pred, env)
 
 
+def test_subfore_cnn_finetune_trainer_takes_the_checkpoint(cnn_demo_run, cnn_checkpoint):
+    _, env, _ = cnn_demo_run
+    trainer = "SubForeCNNFinetuneTrainer_short"
+    run(["nnUNetv2_train", str(DOWNSTREAM_ID), "3d_fullres", "0", "-tr", trainer, "-p", CHAIN.downstream_plans,
+         "-device", "cpu", "-pretrained_weights", str(cnn_checkpoint)], env, training=True)
+    fold = result_folder(env, DOWNSTREAM, trainer, CHAIN.downstream_plans) / "fold_0"
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "carried over" in log and "MISSING" not in log
+    saved = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    assert saved["init_args"]["plans"]["plans_name"] == CHAIN.downstream_plans
+    assert json.loads((fold / "validation" / "summary.json").read_text())["mean"]
+
+
 def test_intensity_trap_stops_cnn_pretraining_on_organ_labelled_plans(cnn_demo_run):
     """The downstream set's own nnUNetPlans clip CT at its labelled organs: the masking would see no air."""
     _, env, _ = cnn_demo_run
@@ -192,3 +205,23 @@ def test_cnn_pretraining_lowers_the_reconstruction_loss(cnn_demo_run, plans_kind
     trained_network.load_state_dict(checkpoint["network_weights"])
     trained = fixed_loss(trained_network)
     assert trained < 0.9 * untrained, (trained, untrained)
+
+
+def test_pretraining_takes_the_planned_resenc_m_network_as_it_is(cnn_demo_run, resenc_m_tiny_plans):
+    """`-p nnUNetResEncUNetMPlans` itself: nnU-Net's ResEnc M, its planned features and blocks, patch fitted."""
+    _, env, _ = cnn_demo_run
+    trainer = "SubForeCNNPretrainTrainer_twoiters"
+    run(["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr", trainer, "-p", "nnUNetResEncUNetMPlans",
+         "-device", "cpu"], env, training=True)
+    run_dir = result_folder(env, PRETRAIN, trainer, "nnUNetResEncUNetMPlans")
+    planned = json.loads((Path(env["nnUNet_preprocessed"]) / PRETRAIN / "nnUNetResEncUNetMPlans.json").read_text())
+    saved = json.loads((run_dir / "plans.json").read_text())
+    arch = saved["configurations"]["3d_fullres"]["architecture"]
+    assert arch == planned["configurations"]["3d_fullres"]["architecture"]
+    assert arch["network_class_name"].endswith("ResidualEncoderUNet")
+    strides = np.prod(np.array(arch["arch_kwargs"]["strides"]), axis=0)
+    patch = saved["configurations"]["3d_fullres"]["patch_size"]
+    assert all(p % np.lcm(16, s) == 0 for p, s in zip(patch, strides))
+    weights = torch.load(run_dir / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+    assert "encoder.stem.convs.0.conv.weight" in weights
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())

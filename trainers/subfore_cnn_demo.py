@@ -48,10 +48,17 @@ class SubForeRandomMaskCNNPretrainTrainer_demo(CNNDemoScale, SubForeRandomMaskCN
 
 
 class SubForeCNNFinetuneTrainer_demo(CNNFinetuneDemoScale, SubForeCNNFinetuneTrainer):
-    pass
+    """``PretrainedTrainer``'s recipe (lr 1e-3, warm-up, poly) at demo scale. Measured on the demo's phantoms:
+    300 iterations at lr 1e-3 are too few to learn any organ, so the demo fine-tunes with nnU-Net's own
+    recipe (:class:`SubForeCNNTrainer_demo`); this one is for trying the recipe on longer runs."""
 
 
-class SubForeCNNFinetuneTrainer_demo_scratch(CNNFinetuneDemoScale, SubForeCNNFinetuneTrainer_scratch):
-    """The demo's from-scratch baseline: nnU-Net's recipe (lr 1e-2, poly), own result folder."""
+class SubForeCNNTrainer_demo(CNNFinetuneDemoScale, SubForeCNNFinetuneTrainer_scratch):
+    """The stock ``nnUNetTrainer``'s recipe (SGD lr 1e-2, poly, deep supervision) at demo scale, with the checkpoint
+    check: what ``nnUNetv2_train -pretrained_weights`` with the stock trainer does. The demo's pretrained arm."""
 
     warmup_epochs = 0
+
+
+class SubForeCNNTrainer_demo_scratch(SubForeCNNTrainer_demo):
+    """The demo's from-scratch baseline: the same recipe, own result folder."""

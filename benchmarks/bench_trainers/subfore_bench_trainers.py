@@ -1,8 +1,8 @@
 """Benchmark-local trainer variants (not part of the package; put this folder on nnUNet_extTrainer).
 
 The ``SubForeBench_CNN_*`` classes are the CNN arm: the package's CNN demo trainers on a tiny-CNN plans
-preset (``nnunet-subfore plans --tiny-cnn``), same variables, plus ``SUBFORE_BENCH_WARMUP`` (fine-tuning
-warm-up epochs of the pretrained arms; ``PretrainedTrainer``'s 50 of 1000 scaled to the budget).
+preset (``nnunet-subfore plans --tiny-cnn``), same variables. All three CNN fine-tuning arms use the stock nnUNetTrainer's recipe
+(SGD lr 1e-2, poly, deep supervision), so they differ only in the initial weights.
 
 ``benchmarks/pretrain_vs_scratch.py`` and ``benchmarks/loader.py`` append this folder to
 ``nnUNet_extTrainer`` (os.pathsep-separated) next to ``nnunet-subfore trainer-path``. The classes are
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from nnunet_subfore.trainers.subfore_cnn_demo import (
-    SubForeCNNFinetuneTrainer_demo,
-    SubForeCNNFinetuneTrainer_demo_scratch,
     SubForeCNNPretrainTrainer_demo,
+    SubForeCNNTrainer_demo,
+    SubForeCNNTrainer_demo_scratch,
     SubForeRandomMaskCNNPretrainTrainer_demo,
 )
 from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer
@@ -65,9 +65,6 @@ class _BenchSettings:
             value = _env_int(var)
             if value is not None:
                 setattr(self, attr, value)
-        value = _env_int("SUBFORE_BENCH_WARMUP")
-        if value is not None and hasattr(self, "warmup_epochs") and self.warmup_epochs:
-            self.warmup_epochs = value
         if isinstance(self, SubForePretrainTrainer):
             value = _env_int("SUBFORE_BENCH_SUBVOLUME")
             if value is not None:
@@ -103,13 +100,13 @@ class SubForeBench_CNN_PretrainRandom(_BenchSettings, SubForeRandomMaskCNNPretra
     """Random subvolume masking pretraining (same ratio), same network and budget."""
 
 
-class SubForeBench_CNN_Finetune_fg(_BenchSettings, SubForeCNNFinetuneTrainer_demo):
-    """Fine-tuning from SubForeBench_CNN_PretrainFG weights (PretrainedTrainer's recipe: lr 1e-3, warm-up, poly)."""
+class SubForeBench_CNN_Finetune_fg(_BenchSettings, SubForeCNNTrainer_demo):
+    """Fine-tuning from SubForeBench_CNN_PretrainFG weights with the stock nnUNetTrainer's recipe (SGD 1e-2, poly)."""
 
 
-class SubForeBench_CNN_Finetune_random(_BenchSettings, SubForeCNNFinetuneTrainer_demo):
-    """Fine-tuning from SubForeBench_CNN_PretrainRandom weights."""
+class SubForeBench_CNN_Finetune_random(_BenchSettings, SubForeCNNTrainer_demo):
+    """Fine-tuning from SubForeBench_CNN_PretrainRandom weights, same recipe."""
 
 
-class SubForeBench_CNN_Finetune_scratch(_BenchSettings, SubForeCNNFinetuneTrainer_demo_scratch):
-    """From scratch with nnU-Net's own recipe (lr 1e-2, poly, no warm-up): the baseline a user would run."""
+class SubForeBench_CNN_Finetune_scratch(_BenchSettings, SubForeCNNTrainer_demo_scratch):
+    """From scratch, same recipe: the arms differ only in the initial weights."""

@@ -9,7 +9,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
-from nnunet_subfore.trainers.subfore_cnn_demo import SubForeCNNPretrainTrainer_demo
+from nnunet_subfore.trainers.subfore_cnn_demo import SubForeCNNFinetuneTrainer_demo, SubForeCNNPretrainTrainer_demo
 
 
 class SubForeCNNPretrainTrainer_losstest(SubForeCNNPretrainTrainer_demo):
@@ -28,3 +28,18 @@ class nnUNetTrainer_subfore_short(nnUNetTrainerNoMirroring):
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
+
+
+class SubForeCNNPretrainTrainer_twoiters(SubForeCNNPretrainTrainer_demo):
+    """The full planned network (e.g. ResEnc M) for one epoch of two iterations: it builds, trains and saves."""
+
+    epochs = 1
+    iterations_per_epoch = 2
+    val_iterations_per_epoch = 1
+
+
+class SubForeCNNFinetuneTrainer_short(SubForeCNNFinetuneTrainer_demo):
+    """PretrainedTrainer's recipe (warm-up, then poly) for 2 epochs of 4 iterations."""
+
+    epochs = 2
+    iterations_per_epoch = 4
