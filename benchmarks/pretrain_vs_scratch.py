@@ -3,6 +3,7 @@
 
     python benchmarks/pretrain_vs_scratch.py                 # 3 seeds, about 30-60 min on 2 CPU cores
     python benchmarks/pretrain_vs_scratch.py --quick         # 1 seed, a few iterations: checks the plumbing
+    python benchmarks/pretrain_vs_scratch.py --backbone cnn --seeds 0 1 2 3 4   # the CNN arm (tiny U-Net)
 
 Everything goes through nnU-Net's own commands, run with subprocess:
 
@@ -21,7 +22,13 @@ Everything goes through nnU-Net's own commands, run with subprocess:
 4. Dice per class: mean and standard deviation over seeds (per seed: the mean over held-out cases),
    a table (stdout, ``results.md``, ``results.csv``) and a bar chart (``pretrain_vs_scratch.png``).
 
-The trainers are the package's demo-scale ones (tiny SwinUNETR, 32^3 patches, no test-time
+``--backbone cnn``: the same with nnU-Net's own U-Net, shrunk by a plans preset derived from the
+pretraining plans (``nnunet-subfore plans --tiny-cnn``: 3 stages, 8/16/32 features, 32^3, batch 2),
+moved to the labelled set with ``nnUNetv2_move_plans_between_datasets`` and used with ``-p``; all
+three arms fine-tune with the stock nnUNetTrainer's recipe (SGD lr 1e-2, poly, deep supervision), so
+they differ only in the initial weights. Results go to files tagged ``_cnn``.
+
+The trainers are the package's demo-scale ones (tiny SwinUNETR or tiny CNN, 32^3 patches, no test-time
 mirroring), defined in ``benchmarks/bench_trainers`` with the run length, seed and masking subvolume
 size from environment variables. At 32^3 patches the paper's 16^3 subvolumes would give 8 per patch,
 so the default subvolume here is 8 (4 per side; the paper has 96/16 = 6). Runs are independent
@@ -62,6 +69,21 @@ CLASSES = {1: "liver", 2: "spleen", 3: "kidneys"}
 ARMS = ("fg", "random", "scratch")
 ARM_LABELS = {"fg": "foreground-masking MIM", "random": "random-masking MIM", "scratch": "no pretraining"}
 PRETRAINER = {"fg": "SubForeBench_PretrainFG", "random": "SubForeBench_PretrainRandom"}
+#: The CNN arm: trainer-name infix, plans preset, title.
+CNN_PLANS = "SubForeBenchTinyCNN"
+BACKBONES = {
+    "swinunetr": {"infix": "", "plans": "nnUNetPlans", "title": "tiny SwinUNETR", "results": "seed{}", "file_tag": ""},
+    "cnn": {"infix": "CNN_", "plans": CNN_PLANS, "title": "tiny nnU-Net U-Net", "results": "cnn_seed{}",
+            "file_tag": "_cnn"},
+}
+
+
+def bench(args) -> dict:
+    return BACKBONES[args.backbone]
+
+
+def pretrainer(args, arm: str) -> str:
+    return PRETRAINER[arm].replace("SubForeBench_", f"SubForeBench_{bench(args)['infix']}")
 
 _print_lock = threading.Lock()
 _t0 = time.time()
@@ -139,50 +161,67 @@ def prepare_data(runner: Runner, args) -> None:
                                        "-c", "3d_fullres", "-np", "1"], env)
 
 
-def trainer_folder(results: Path, dataset: str, trainer: str) -> Path:
-    return trainer_output_folder(results, dataset, trainer, "nnUNetPlans", "3d_fullres") / "fold_all"
+def prepare_cnn_plans(runner: Runner) -> None:
+    """The tiny-CNN preset of the pretraining plans, moved to the labelled set under the same name: it keeps the
+    data identifier nnUNetPlans_3d_fullres, whose data both sets already have in the same normalization."""
+    if (runner.workdir / "nnUNet_preprocessed" / LABELLED_DATASET / f"{CNN_PLANS}.json").exists():
+        return
+    env = runner.env()
+    runner.run("plans_tiny_cnn", ["nnunet-subfore", "plans", "-d", str(PRETRAIN_ID), "--tiny-cnn", "--plans-name",
+                                  CNN_PLANS, "--force"], env)
+    runner.run("move_plans_cnn", ["nnUNetv2_move_plans_between_datasets", "-s", str(PRETRAIN_ID), "-t",
+                                  str(LABELLED_ID), "-sp", CNN_PLANS, "-tp", CNN_PLANS], env)
+
+
+def trainer_folder(results: Path, dataset: str, trainer: str, plans: str = "nnUNetPlans") -> Path:
+    return trainer_output_folder(results, dataset, trainer, plans, "3d_fullres") / "fold_all"
 
 
 def pretrain(runner: Runner, args, seed: int, arm: str) -> Path:
-    results = runner.workdir / "nnUNet_results" / f"seed{seed}"
-    trainer = PRETRAINER[arm]
-    folder = trainer_folder(results, PRETRAIN_DATASET, trainer)
+    b = bench(args)
+    results = runner.workdir / "nnUNet_results" / b["results"].format(seed)
+    trainer = pretrainer(args, arm)
+    folder = trainer_folder(results, PRETRAIN_DATASET, trainer, b["plans"])
     checkpoint = folder / "checkpoint_final.pth"
     if not checkpoint.exists():
         env = runner.env(results, training=True, SUBFORE_BENCH_SEED=seed, SUBFORE_BENCH_EPOCHS=args.pretrain_epochs,
                          SUBFORE_BENCH_ITERS=args.pretrain_iters, SUBFORE_BENCH_VAL_ITERS=args.val_iters,
                          SUBFORE_BENCH_SUBVOLUME=args.subvolume)
-        runner.run(f"seed{seed}_pretrain_{arm}",
-                   ["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "all", "-tr", trainer, "-device", "cpu"], env)
+        runner.run(f"{b['results'].format(seed)}_pretrain_{arm}",
+                   ["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "all", "-tr", trainer, "-p", b["plans"],
+                    "-device", "cpu"], env)
     return checkpoint
 
 
 def finetune_predict_evaluate(runner: Runner, args, seed: int, arm: str, weights: Optional[Path]) -> dict:
     work = runner.workdir
-    results = work / "nnUNet_results" / f"seed{seed}{args.tag}"
-    trainer = f"SubForeBench_Finetune_{arm}"
+    b = bench(args)
+    run_name = f"{b['results'].format(seed)}{args.tag}"
+    results = work / "nnUNet_results" / run_name
+    trainer = f"SubForeBench_{b['infix']}Finetune_{arm}"
     dataset = LABELLED_DATASET
-    folder = trainer_folder(results, dataset, trainer)
-    pred = work / "predictions" / f"seed{seed}{args.tag}_{arm}"
+    folder = trainer_folder(results, dataset, trainer, b["plans"])
+    pred = work / "predictions" / f"{run_name}_{arm}"
     summary = pred / "summary.json"
     if not summary.exists():
         if not (folder / "checkpoint_final.pth").exists():
             env = runner.env(results, training=True, SUBFORE_BENCH_SEED=seed,
                              SUBFORE_BENCH_EPOCHS=args.finetune_epochs, SUBFORE_BENCH_ITERS=args.finetune_iters,
                              SUBFORE_BENCH_VAL_ITERS=args.val_iters)
-            cmd = ["nnUNetv2_train", str(LABELLED_ID), "3d_fullres", "all", "-tr", trainer, "-device", "cpu"]
+            cmd = ["nnUNetv2_train", str(LABELLED_ID), "3d_fullres", "all", "-tr", trainer, "-p", b["plans"],
+                   "-device", "cpu"]
             if weights is not None:
                 cmd += ["-pretrained_weights", str(weights)]
-            runner.run(f"seed{seed}{args.tag}_finetune_{arm}", cmd, env)
+            runner.run(f"{run_name}_finetune_{arm}", cmd, env)
         if pred.exists():
             shutil.rmtree(pred)
         env = runner.env(results)
         raw = work / "nnUNet_raw" / dataset
-        runner.run(f"seed{seed}{args.tag}_predict_{arm}",
+        runner.run(f"{run_name}_predict_{arm}",
                    ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred), "-d", str(LABELLED_ID),
-                    "-c", "3d_fullres", "-tr", trainer, "-f", "all", "-device", "cpu", "--disable_tta",
+                    "-c", "3d_fullres", "-tr", trainer, "-p", b["plans"], "-f", "all", "-device", "cpu", "--disable_tta",
                     "-npp", "1", "-nps", "1"], env)
-        runner.run(f"seed{seed}{args.tag}_evaluate_{arm}",
+        runner.run(f"{run_name}_evaluate_{arm}",
                    ["nnUNetv2_evaluate_simple", str(raw / "labelsTs"), str(pred), "-l", *[str(c) for c in CLASSES],
                     "-o", str(summary), "-np", "1"], env)
     data = json.loads(summary.read_text(encoding="utf-8"))
@@ -191,9 +230,10 @@ def finetune_predict_evaluate(runner: Runner, args, seed: int, arm: str, weights
     return dice
 
 
-def pretraining_stats(runner: Runner, seed: int, arm: str) -> dict:
-    results = runner.workdir / "nnUNet_results" / f"seed{seed}"
-    folder = trainer_folder(results, PRETRAIN_DATASET, PRETRAINER[arm])
+def pretraining_stats(runner: Runner, args, seed: int, arm: str) -> dict:
+    b = bench(args)
+    results = runner.workdir / "nnUNet_results" / b["results"].format(seed)
+    folder = trainer_folder(results, PRETRAIN_DATASET, pretrainer(args, arm), b["plans"])
     path = folder / "validation" / "reconstruction_metrics.json"
     if not path.exists():
         return {}
@@ -219,7 +259,8 @@ def seed_chains(runner: Runner, args, seed: int) -> List:
 
 
 # ------------------------------------------------------------------------------------------------
-def summarize(results: Dict, seeds: List[int], out: Path, pre_stats: Dict, tag: str = "") -> str:
+def summarize(results: Dict, seeds: List[int], out: Path, pre_stats: Dict, tag: str = "",
+              title: str = "tiny SwinUNETR") -> str:
     columns = list(CLASSES.values()) + ["mean"]
     rows, csv_rows = [], []
     for arm in ARMS:
@@ -264,11 +305,11 @@ def summarize(results: Dict, seeds: List[int], out: Path, pre_stats: Dict, tag: 
         w = csv.writer(f)
         w.writerow(["arm", "class", "mean_dice", "sd_dice", "n_seeds"] + [f"seed{s}" for s in seeds])
         w.writerows(csv_rows)
-    _plot(results, seeds, columns, out / f"pretrain_vs_scratch{tag}.png")
+    _plot(results, seeds, columns, out / f"pretrain_vs_scratch{tag}.png", title)
     return text
 
 
-def _plot(results, seeds, columns, path: Path) -> None:
+def _plot(results, seeds, columns, path: Path, title: str = "tiny SwinUNETR") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,7 +328,7 @@ def _plot(results, seeds, columns, path: Path) -> None:
     ax.set_xticklabels(columns)
     ax.set_ylabel("held-out Dice")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Synthetic CT, tiny SwinUNETR, {len(seeds)} seed(s): mean ± sd, dots = seeds", fontsize=9)
+    ax.set_title(f"Synthetic CT, {title}, {len(seeds)} seed(s): mean ± sd, dots = seeds", fontsize=9)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -298,6 +339,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/subfore_bench_pretrain_vs_scratch"))
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="swinunetr",
+                        help="swinunetr (tiny SwinUNETR) or cnn (tiny nnU-Net U-Net from a --tiny-cnn plans preset)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--unlabeled", type=int, default=16, help="unlabeled phantoms for pretraining (default 16)")
     parser.add_argument("--train-cases", type=int, default=3, help="labelled training cases (default 3)")
@@ -340,18 +383,21 @@ def main(argv=None) -> int:
 
     start = time.time()
     prepare_data(runner, args)
+    if args.backbone == "cnn":
+        prepare_cnn_plans(runner)
+    tag = bench(args)["file_tag"] + args.tag
     chains = [c for s in args.seeds for c in seed_chains(runner, args, s)]
     results = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for key, dice in pool.map(lambda c: c(), chains):
             results[key] = dice
-    pre_stats = {(s, a): pretraining_stats(runner, s, a) for s in args.seeds for a in ("fg", "random")}
-    text = summarize(results, args.seeds, args.workdir, pre_stats, args.tag)
+    pre_stats = {(s, a): pretraining_stats(runner, args, s, a) for s in args.seeds for a in ("fg", "random")}
+    text = summarize(results, args.seeds, args.workdir, pre_stats, tag, bench(args)["title"])
     total = time.time() - start
 
     phases: Dict[str, List[float]] = {}
     for step, seconds in runner.timings.items():
-        phase = re.sub(r"^seed\d+(" + re.escape(args.tag) + ")?_", "", step)
+        phase = re.sub(r"^(cnn_)?seed\d+(" + re.escape(args.tag) + ")?_", "", step)
         phase = phase.rsplit("_", 1)[0] if phase.startswith(("pretrain_", "finetune_", "predict_", "evaluate_")) else phase
         phases.setdefault(phase, []).append(seconds)
     timing = format_table(["step", "runs", "median s", "total s"],
@@ -361,8 +407,8 @@ def main(argv=None) -> int:
     print(text)
     print()
     print(timing)
-    (args.workdir / f"timings{args.tag}.md").write_text(timing + "\n", encoding="utf-8")
-    print(f"\nwrote {args.workdir / f'results{args.tag}.md'}, .csv and pretrain_vs_scratch{args.tag}.png; "
+    (args.workdir / f"timings{tag}.md").write_text(timing + "\n", encoding="utf-8")
+    print(f"\nwrote {args.workdir / f'results{tag}.md'}, .csv and pretrain_vs_scratch{tag}.png; "
           f"runtime {total / 60:.1f} min")
     return 0
 

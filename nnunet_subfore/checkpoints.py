@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.networks import (
+    CNN_BACKBONE,
     POSITION_EMBEDDING_KEY,
     STEM_KEYS,
     TrainerNetwork,
@@ -198,9 +199,16 @@ class AdaptationReport:
 
     output: Path
     transfer: TransferReport
+    notes: List[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        return f"{self.transfer.describe()}\nwrote {self.output} (pass it to nnUNetv2_train -pretrained_weights)"
+        notes = "".join(f"\n{n}" for n in self.notes)
+        return f"{self.transfer.describe()}{notes}\nwrote {self.output} (pass it to nnUNetv2_train -pretrained_weights)"
+
+
+#: What adapt-checkpoint says about the patch size of a CNN checkpoint.
+CNN_PATCH_NOTE = ("patch size: nothing to adapt for a CNN (its weights do not depend on the patch; "
+                  "any patch divisible by the network's total stride works)")
 
 
 def adapt_state_dict(
@@ -209,18 +217,21 @@ def adapt_state_dict(
     backbone: str,
     token_grid: Optional[Sequence[int]] = None,
     checkpoint_token_grid: Optional[Sequence[int]] = None,
+    stem_keys: Optional[Sequence[str]] = None,
 ) -> Tuple[Dict[str, torch.Tensor], TransferReport]:
     """Adapt input channels (stem) and UNETR position embeddings of ``checkpoint_state`` to ``network_state``.
 
     ``token_grid`` / ``checkpoint_token_grid`` are the UNETR token grids (:func:`networks.token_grid`) of the
-    target and the checkpoint; when not given they are taken to be cubic.
+    target and the checkpoint; when not given they are taken to be cubic. ``stem_keys``: the keys that see
+    the input channels (default :data:`STEM_KEYS` of the backbone; a CNN names its own, see
+    :func:`networks.cnn_stem_keys`).
 
     Returns the adapted state dict (head keys dropped) and the transfer report after adaptation.
     Raises UserError when something other than these differs.
     """
     adapted = {k: v for k, v in checkpoint_state.items() if HEAD_MARKER not in k}
     names: List[str] = []
-    for key in STEM_KEYS[backbone]:
+    for key in (STEM_KEYS[backbone] if stem_keys is None else stem_keys):
         if key in adapted and key in network_state and adapted[key].shape != network_state[key].shape:
             src, dst = adapted[key], network_state[key]
             if src.shape[:1] == dst.shape[:1] and src.shape[2:] == dst.shape[2:]:
@@ -291,14 +302,19 @@ def adapt_checkpoint(
                 checkpoint_backbone, trainer_name, trainers_for_backbone,
             )
         )
+    cnn = target.backbone == CNN_BACKBONE
     adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, target.backbone,
-                                       target.token_grid, source_token_grid(checkpoint))
-    num_input_channels = _input_channels(network_state, target.backbone)
+                                       None if cnn else target.token_grid,
+                                       None if cnn else source_token_grid(checkpoint), target.stem_keys)
+    num_input_channels = int(network_state[target.stem_keys[0]].shape[1])
     if not report.ok:
+        what = ("Only the input channels can be adapted; other stages, features or blocks per stage need a "
+                "pretraining run on the same plans (move them with nnUNetv2_move_plans_between_datasets)."
+                if cnn else "Only input channels and UNETR patch size can be adapted; another feature "
+                "size or depth needs a pretraining run with the same architecture.")
         raise UserError(
             f"{source} cannot be adapted to {trainer_name} with {num_input_channels} input channel(s):\n"
-            f"{report.describe()}\nOnly input channels and UNETR patch size can be adapted; another feature "
-            f"size or depth needs a pretraining run with the same architecture."
+            f"{report.describe()}\n{what}"
         )
     out = {
         "network_weights": adapted,
@@ -308,9 +324,4 @@ def adapt_checkpoint(
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, output)
-    return AdaptationReport(output=output, transfer=report)
-
-
-def _input_channels(network_state: Dict[str, torch.Tensor], backbone: str) -> int:
-    """Input channels of a network, read off its first stem weight."""
-    return int(network_state[STEM_KEYS[backbone][0]].shape[1])
+    return AdaptationReport(output=output, transfer=report, notes=[CNN_PATCH_NOTE] if cnn else [])

@@ -54,17 +54,18 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plans(args) -> int:
-    from nnunet_subfore.plans import PAPER_PATCH_SIZE, write_subfore_plans
+    from nnunet_subfore.plans import PAPER_PATCH_SIZE, TINY_CNN_PATCH_SIZE, write_subfore_plans
 
     out = write_subfore_plans(
         args.dataset,
-        patch_size=tuple(args.patch) if args.patch else PAPER_PATCH_SIZE,
-        batch_size=args.batch_size,
+        patch_size=tuple(args.patch) if args.patch else (TINY_CNN_PATCH_SIZE if args.tiny_cnn else PAPER_PATCH_SIZE),
+        batch_size=args.batch_size if args.batch_size or not args.tiny_cnn else 2,
         hu_window=tuple(args.hu_window) if args.hu_window else None,
         source_plans=args.source_plans,
         target_plans=args.plans_name,
         configuration=args.configuration,
         force=args.force,
+        tiny_cnn=args.tiny_cnn,
     )
     print(f"Wrote {out}")
     name = out.parent.name
@@ -138,7 +139,8 @@ def _cmd_show_masking(args) -> int:
 def _cmd_demo(args) -> int:
     from nnunet_subfore.demo import run_demo
 
-    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick, folds=args.folds)
+    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick, folds=args.folds,
+                    backbone=args.backbone)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="reuse a non-empty work folder, replacing earlier demo output")
     p.add_argument("--quick", action="store_true", help="one fold, fewer cases (what the test suite runs)")
     p.add_argument("--folds", nargs="+", type=int, help="downstream folds to fine-tune (default 0 1; all five: 0 1 2 3 4)")
+    p.add_argument("--backbone", choices=["cnn", "swinunetr"], default="cnn",
+                   help="cnn: a tiny version of the U-Net nnU-Net plans (default); swinunetr: the paper's transformer")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
@@ -185,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default: the paper's 96 96 96)")
     p.add_argument("--batch-size", type=int, help="batch size (default: keep the source plans')")
     p.add_argument("--hu-window", nargs=2, type=float, metavar=("LO", "HI"), help="fixed HU window as CT normalization")
+    p.add_argument("--tiny-cnn", action="store_true",
+                   help="a tiny version of the source plans' CNN (3 stages, 16-64 features, patch 32^3, batch 2) for "
+                        "CPU demos and tests; same data identifier, no new preprocessing")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")

@@ -1,6 +1,9 @@
 """``nnunet-subfore demo``: the whole SubFore chain on built-in synthetic CT, on a CPU, in minutes.
 
-The steps (:data:`Demo.STEPS`, printed as they run):
+Two chains (``--backbone``): ``cnn`` (default) pretrains and fine-tunes a tiny version of the U-Net
+that nnU-Net plans itself (the network nnU-Net users train, fine-tuned with nnU-Net's own recipe);
+``swinunetr`` runs the paper's transformer. The steps (:attr:`Demo.STEPS`, printed as they run), shown
+for ``swinunetr``:
 
 1. synthetic CT: an unlabeled collection (phantoms, NIfTI and MHA) and a labelled downstream set
    (liver, spleen, kidneys) with held-out cases
@@ -24,6 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_subfore.commands import NNUNET_FOLDER_VARIABLES, nnunet_environment, run_command
@@ -41,6 +45,37 @@ MARKER = ".subfore_demo"
 SHAPE = (48, 64, 64)
 
 
+@dataclass(frozen=True)
+class DemoChain:
+    """The trainers and plans of one demo chain.
+
+    Attributes:
+        pretrain_plans: plans the pretraining runs with on the pretraining set (nnUNetPlans, or a preset
+            derived from it that the demo writes first).
+        downstream_plans: the name the pretraining plans take on the downstream set.
+        tiny_cnn: derive ``pretrain_plans`` from nnUNetPlans with ``nnunet-subfore plans --tiny-cnn``.
+    """
+
+    backbone: str
+    title: str
+    pretrainer: str
+    finetuner: str
+    scratch: str
+    pretrain_plans: str
+    downstream_plans: str
+    tiny_cnn: bool = False
+
+
+CHAINS: Dict[str, DemoChain] = {
+    "cnn": DemoChain("cnn", "nnU-Net's U-Net (a tiny version of the planned network)", "SubForeCNNPretrainTrainer_demo",
+                     "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch", "SubForeDemoCNNPlans",
+                     "SubForePretrainCNNPlans", tiny_cnn=True),
+    "swinunetr": DemoChain("swinunetr", "SwinUNETR", PRETRAINER, FINETUNER, SCRATCH, "nnUNetPlans", DOWNSTREAM_PLANS),
+}
+#: The chain ``nnunet-subfore demo`` runs without ``--backbone`` (README, "Demo": why the CNN).
+DEFAULT_BACKBONE = "cnn"
+
+
 class Demo:
     """Runs the demo chain in ``workdir``; every nnU-Net command's output goes to ``workdir/logs``.
 
@@ -52,7 +87,10 @@ class Demo:
     """
 
     def __init__(self, workdir: Path, folds: Sequence[int] = (0, 1), num_pretrain: int = 8,
-                 num_train: int = 10, num_test: int = 3) -> None:
+                 num_train: int = 10, num_test: int = 3, backbone: str = DEFAULT_BACKBONE) -> None:
+        if backbone not in CHAINS:
+            raise UserError(f"--backbone must be one of {sorted(CHAINS)}, got {backbone!r}.")
+        self.chain = CHAINS[backbone]
         self.workdir = Path(workdir).resolve()
         self.folds = [int(f) for f in folds]
         self.num_pretrain, self.num_train, self.num_test = num_pretrain, num_train, num_test
@@ -60,16 +98,25 @@ class Demo:
         self.env = nnunet_environment([trainer_path()], root=self.workdir, keep_set_folders=True)
         self.step_no, self.t0 = 0, time.time()
 
-    #: The titles of the steps, in the order :func:`run_demo` runs them.
-    STEPS = (
-        "Synthetic CT: an unlabeled collection (NIfTI + MHA) and a labelled organ set",
-        "Register the unlabeled CT with body labels (nnunet-subfore register-unlabeled)",
-        "Plan and preprocess; the downstream set takes the pretraining plans",
-        f"Pretrain: HU foreground masked image modeling ({PRETRAINER})",
-        "Fine-tune SwinUNETR with the pretrained weights and from scratch",
-        "Predict the held-out cases (nnUNetv2_predict) and evaluate them",
-        "Summaries: cross-validation table and plot, held-out Dice, masking figure",
-    )
+    @staticmethod
+    def steps_of(chain: DemoChain) -> tuple:
+        """The titles of the steps, in the order :func:`run_demo` runs them."""
+        return (
+            "Synthetic CT: an unlabeled collection (NIfTI + MHA) and a labelled organ set",
+            "Register the unlabeled CT with body labels (nnunet-subfore register-unlabeled)",
+            "Plan and preprocess; the downstream set takes the pretraining plans",
+            f"Pretrain: HU foreground masked image modeling ({chain.pretrainer})",
+            f"Fine-tune {chain.title} with the pretrained weights and from scratch",
+            "Predict the held-out cases (nnUNetv2_predict) and evaluate them",
+            "Summaries: cross-validation table and plot, held-out Dice, masking figure",
+        )
+
+    #: The steps of the SwinUNETR chain (every chain has the same seven).
+    STEPS = steps_of.__func__(CHAINS["swinunetr"])
+
+    @property
+    def steps(self) -> tuple:
+        return self.steps_of(self.chain)
 
     # ----------------------------------------------------------------------------------------------
     def dataset(self, which: str) -> str:
@@ -82,9 +129,9 @@ class Demo:
 
     def step(self, extra: str = "") -> None:
         """Announce the next of :data:`STEPS`."""
-        title = self.STEPS[self.step_no] + extra
+        title = self.steps[self.step_no] + extra
         self.step_no += 1
-        print(f"[{self.step_no}/{len(self.STEPS)}] {title}  ({time.time() - self.t0:.0f} s)", flush=True)
+        print(f"[{self.step_no}/{len(self.steps)}] {title}  ({time.time() - self.t0:.0f} s)", flush=True)
 
     def run(self, name: str, command: List[str], training: bool = False) -> None:
         """Run an nnU-Net command; its output goes to logs/<name>.log, a failure shows the log's tail."""
@@ -139,41 +186,48 @@ class Demo:
 
     def plan(self) -> None:
         self.step()
+        chain = self.chain
         self.run("plan_pretrain", ["nnUNetv2_plan_and_preprocess", "-d", str(PRETRAIN_ID), "-c", "3d_fullres",
                                    "-np", "2", "--verify_dataset_integrity"])
+        if chain.tiny_cnn:
+            # the stock trainer rebuilds the network from the plans: the tiny CNN lives in a plans preset
+            self.run("plans_tiny_cnn", ["nnunet-subfore", "plans", "-d", str(PRETRAIN_ID), "--tiny-cnn",
+                                        "--plans-name", chain.pretrain_plans, "--force"])
         # fingerprint + default plans (copies dataset.json); no preprocessing with its own normalization
         self.run("plan_downstream", ["nnUNetv2_plan_and_preprocess", "-d", str(DOWNSTREAM_ID), "-c", "3d_fullres",
                                      "-np", "2", "--no_pp", "--verify_dataset_integrity"])
         self.run("move_plans", ["nnUNetv2_move_plans_between_datasets", "-s", str(PRETRAIN_ID), "-t",
-                                str(DOWNSTREAM_ID), "-sp", "nnUNetPlans", "-tp", DOWNSTREAM_PLANS])
+                                str(DOWNSTREAM_ID), "-sp", chain.pretrain_plans, "-tp", chain.downstream_plans])
         self.run("preprocess_downstream", ["nnUNetv2_preprocess", "-d", str(DOWNSTREAM_ID), "-plans_name",
-                                           DOWNSTREAM_PLANS, "-c", "3d_fullres", "-np", "2"])
+                                           chain.downstream_plans, "-c", "3d_fullres", "-np", "2"])
 
     def pretrain(self) -> Path:
         self.step()
-        self.run("pretrain", ["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr", PRETRAINER,
-                              "-device", "cpu"], training=True)
-        return self.result_dir("pretrain", PRETRAINER, "nnUNetPlans") / "fold_0" / "checkpoint_final.pth"
+        chain = self.chain
+        self.run("pretrain", ["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr", chain.pretrainer,
+                              "-p", chain.pretrain_plans, "-device", "cpu"], training=True)
+        return self.result_dir("pretrain", chain.pretrainer, chain.pretrain_plans) / "fold_0" / "checkpoint_final.pth"
 
     def finetune(self, checkpoint: Path) -> None:
         self.step(f", folds {self.folds}")
         for fold in self.folds:
-            for trainer, extra in ((FINETUNER, ["-pretrained_weights", str(checkpoint)]), (SCRATCH, [])):
+            for trainer, extra in ((self.chain.finetuner, ["-pretrained_weights", str(checkpoint)]),
+                                   (self.chain.scratch, [])):
                 self.run(f"train_{trainer}_fold{fold}", ["nnUNetv2_train", str(DOWNSTREAM_ID), "3d_fullres", str(fold),
-                                                         "-tr", trainer, "-p", DOWNSTREAM_PLANS, "-device", "cpu",
+                                                         "-tr", trainer, "-p", self.chain.downstream_plans, "-device", "cpu",
                                                          *extra], training=True)
 
     def predict_and_evaluate(self) -> Dict[str, dict]:
         self.step()
         raw = self.folder("nnUNet_raw") / self.dataset("downstream")
         out: Dict[str, dict] = {}
-        for trainer in (FINETUNER, SCRATCH):
+        for trainer in (self.chain.finetuner, self.chain.scratch):
             pred = self.workdir / "predictions" / trainer
             self.run(f"predict_{trainer}", ["nnUNetv2_predict", "-i", str(raw / "imagesTs"), "-o", str(pred),
                                             "-d", str(DOWNSTREAM_ID), "-c", "3d_fullres", "-tr", trainer,
-                                            "-p", DOWNSTREAM_PLANS, "-f", *map(str, self.folds), "-device", "cpu",
+                                            "-p", self.chain.downstream_plans, "-f", *map(str, self.folds), "-device", "cpu",
                                             "-npp", "1", "-nps", "1"])
-            model = self.result_dir("downstream", trainer, DOWNSTREAM_PLANS)
+            model = self.result_dir("downstream", trainer, self.chain.downstream_plans)
             self.run(f"evaluate_{trainer}", ["nnUNetv2_evaluate_folder", str(raw / "labelsTs"), str(pred),
                                              "-djfile", str(model / "dataset.json"), "-pfile", str(model / "plans.json"),
                                              "-np", "1"])
@@ -188,7 +242,9 @@ class Demo:
         from nnunet_subfore.reporting.summarize import summarize
 
         self.step()
-        result = summarize(dataset=str(DOWNSTREAM_ID), trainers=[FINETUNER, SCRATCH], plans=DOWNSTREAM_PLANS,
+        chain = self.chain
+        result = summarize(dataset=str(DOWNSTREAM_ID), trainers=[chain.finetuner, chain.scratch],
+                           plans=chain.downstream_plans,
                            configuration="3d_fullres", folds=tuple(self.folds),
                            output_dir=self.workdir / "summary", results_root=self.folder("nnUNet_results"))
         labels = json.loads((self.folder("nnUNet_raw") / self.dataset("downstream") / "dataset.json").read_text())["labels"]
@@ -209,9 +265,9 @@ class Demo:
         print("Where everything is:")
         print(f"  nnU-Net folders:  {self.folder('nnUNet_raw')}, {self.folder('nnUNet_preprocessed')}, "
               f"{self.folder('nnUNet_results')}")
-        print(f"  pretraining run:  {self.result_dir('pretrain', PRETRAINER, 'nnUNetPlans')}")
-        print(f"  fine-tuning runs: {self.result_dir('downstream', FINETUNER, DOWNSTREAM_PLANS)}")
-        print(f"                    {self.result_dir('downstream', SCRATCH, DOWNSTREAM_PLANS)}")
+        print(f"  pretraining run:  {self.result_dir('pretrain', chain.pretrainer, chain.pretrain_plans)}")
+        print(f"  fine-tuning runs: {self.result_dir('downstream', chain.finetuner, chain.downstream_plans)}")
+        print(f"                    {self.result_dir('downstream', chain.scratch, chain.downstream_plans)}")
         print(f"  predictions:      {self.workdir / 'predictions'}")
         print(f"  tables and plots: {', '.join(str(p) for p in result.files)}")
         print(f"  masking figure:   {figure}")
@@ -221,13 +277,14 @@ class Demo:
         return text
 
 
-def run_demo(workdir: Path, force: bool = False, quick: bool = False, folds: Optional[Sequence[int]] = None) -> int:
+def run_demo(workdir: Path, force: bool = False, quick: bool = False, folds: Optional[Sequence[int]] = None,
+             backbone: str = DEFAULT_BACKBONE) -> int:
     """Run the demo; ``quick`` fine-tunes one fold on fewer cases (what the test suite runs)."""
     if quick:
-        demo = Demo(workdir, folds=folds or (0,), num_pretrain=6, num_train=5, num_test=2)
+        demo = Demo(workdir, folds=folds or (0,), num_pretrain=6, num_train=5, num_test=2, backbone=backbone)
     else:
-        demo = Demo(workdir, folds=folds or (0, 1))
-    print(f"nnunet-subfore demo in {demo.workdir}", flush=True)
+        demo = Demo(workdir, folds=folds or (0, 1), backbone=backbone)
+    print(f"nnunet-subfore demo ({demo.chain.title}) in {demo.workdir}", flush=True)
     demo.prepare_workdir(force)
     demo.make_data()
     demo.plan()

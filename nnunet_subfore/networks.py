@@ -1,4 +1,5 @@
-"""MONAI UNETR / SwinUNETR built from nnU-Net plans, with nnU-Net's head naming.
+"""The networks: MONAI UNETR / SwinUNETR built from nnU-Net plans with nnU-Net's head naming, and
+nnU-Net's own CNNs (``PlainConvUNet``, ``ResidualEncoderUNet``) built from the plans by nnU-Net's builder.
 
 The networks are MONAI's reference implementations, unchanged. :class:`SubForeNetwork` only moves
 MONAI's output block (``out``) to ``decoder.seg_layers.0`` so that nnU-Net's stock
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -139,7 +140,7 @@ def check_patch_size(
     return patch
 
 
-def valid_patch_size(planned: Sequence[int], divisor: int) -> Tuple[int, int, int]:
+def valid_patch_size(planned: Sequence[int], divisor: Union[int, Sequence[int]]) -> Tuple[int, int, int]:
     """The nearest patch whose sides are multiples of ``divisor``, preferring not to grow.
 
     Each side is rounded down to a multiple of ``divisor``; a side smaller than ``divisor`` becomes
@@ -148,16 +149,18 @@ def valid_patch_size(planned: Sequence[int], divisor: int) -> Tuple[int, int, in
     Args:
         planned: the patch size from the plans (3 sides).
         divisor: what each side must be divisible by (see :data:`PATCH_DIVISORS`; the masking adds its
-            subvolume size: use ``math.lcm``).
+            subvolume size: use ``math.lcm``); one per side for a CNN with anisotropic strides
+            (:func:`cnn_patch_divisors`).
     """
     planned = tuple(int(p) for p in planned)
     if len(planned) != 3:
         raise ValueError(
             f"A 3D patch size is needed, got {planned}: SubFore trainers run 3D configurations (e.g. 3d_fullres)."
         )
-    if divisor < 1:
-        raise ValueError(f"divisor must be a positive integer, got {divisor}.")
-    patch = [max(divisor, (p // divisor) * divisor) for p in planned]
+    divisors = [int(divisor)] * 3 if isinstance(divisor, (int, float)) else [int(d) for d in divisor]
+    if len(divisors) != 3 or any(d < 1 for d in divisors):
+        raise ValueError(f"divisor must be a positive integer (or one per side), got {divisor}.")
+    patch = [max(d, (p // d) * d) for p, d in zip(planned, divisors)]
     return tuple(patch)
 
 
@@ -221,11 +224,14 @@ POSITION_EMBEDDING_KEY = "backbone.vit.patch_embedding.position_embeddings"
 
 
 def backbone_of_state_dict(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-    """Guess which backbone a SubFore state dict belongs to (None if neither)."""
+    """Guess which backbone a SubFore state dict belongs to (None if none): ``"swinunetr"``, ``"unetr"`` or
+    ``"cnn"`` (a dynamic-network-architectures U-Net that nnU-Net plans: encoder stages and a decoder)."""
     if any(k.startswith("backbone.swinViT.") for k in state_dict):
         return "swinunetr"
     if any(k.startswith("backbone.vit.") for k in state_dict):
         return "unetr"
+    if any(k.startswith("encoder.stages.") for k in state_dict) and any(k.startswith("decoder.") for k in state_dict):
+        return CNN_BACKBONE
     return None
 
 
@@ -235,10 +241,76 @@ class TrainerNetwork:
 
     Attributes:
         network: the built network (untrained).
-        backbone: ``"swinunetr"`` or ``"unetr"``.
+        backbone: ``"swinunetr"``, ``"unetr"`` or ``"cnn"``.
         token_grid: UNETR's token grid (:func:`token_grid` of the patch); None for other backbones.
+        stem_keys: the state-dict keys whose dim 1 is the number of input channels (default:
+            :data:`STEM_KEYS` of the backbone; for a CNN, :func:`cnn_stem_keys`).
     """
 
     network: nn.Module
     backbone: str
     token_grid: Optional[Tuple[int, int, int]]
+    stem_keys: Optional[Tuple[str, ...]] = None
+
+    def __post_init__(self) -> None:
+        if self.stem_keys is None:
+            self.stem_keys = cnn_stem_keys(self.network) if self.backbone == CNN_BACKBONE else STEM_KEYS[self.backbone]
+
+
+# --------------------------------------------------------------------------------------------------
+# nnU-Net's own CNNs (PlainConvUNet, ResidualEncoderUNet), built from the plans by nnU-Net's builder
+
+#: The backbone name of the networks nnU-Net plans itself (dynamic-network-architectures U-Nets).
+CNN_BACKBONE = "cnn"
+
+
+def build_plans_network(configuration_manager, num_input_channels: int, num_output_channels: int,
+                        deep_supervision: bool = False) -> nn.Module:
+    """The network the plans describe (``network_arch_class_name`` + ``arch_kwargs``), built by nnU-Net's
+    ``get_network_from_plans`` with nnU-Net's initialization: ``PlainConvUNet`` for ``nnUNetPlans``,
+    ``ResidualEncoderUNet`` for the ``nnUNetResEncUNet{M,L,XL}Plans`` presets.
+
+    Args:
+        configuration_manager: nnU-Net's ``ConfigurationManager`` of the configuration.
+        num_input_channels, num_output_channels: for MIM the output channels are the input channels.
+        deep_supervision: nnU-Net's flag (it changes the forward's outputs, not the parameters).
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    return get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        num_input_channels,
+        num_output_channels,
+        allow_init=True,
+        deep_supervision=deep_supervision,
+    )
+
+
+def cnn_total_strides(arch_kwargs: dict) -> Tuple[int, ...]:
+    """Per axis, the product of the plans' stage strides (``arch_kwargs['strides']``): the CNN's input sides
+    must be divisible by it."""
+    strides = arch_kwargs.get("strides")
+    if not strides:
+        raise ValueError("The plans' architecture has no 'strides': not a U-Net that nnU-Net planned.")
+    rows = [[int(s)] * 3 if isinstance(s, (int, float)) else [int(v) for v in s] for s in strides]
+    return tuple(math.prod(axis) for axis in zip(*rows))
+
+
+def cnn_patch_divisors(arch_kwargs: dict, subvolume_size: Optional[int] = None) -> Tuple[int, ...]:
+    """What each patch side must be divisible by for a planned CNN: its total stride and, for MIM, the
+    masking's subvolume side (``lcm``)."""
+    totals = cnn_total_strides(arch_kwargs)
+    return tuple(math.lcm(t, int(subvolume_size)) if subvolume_size else t for t in totals)
+
+
+def cnn_stem_keys(network: nn.Module) -> Tuple[str, ...]:
+    """The weights that see the input channels, named by the network itself (``keys_to_in_proj`` of
+    dynamic-network-architectures), wherever the state dict holds them (nnU-Net's decoders keep a
+    reference to the encoder, so the stem appears under ``decoder.encoder.`` too)."""
+    modules = getattr(network, "keys_to_in_proj", None)
+    if not modules:
+        raise ValueError(f"{type(network).__name__} names no input projection (keys_to_in_proj).")
+    wanted = tuple(f"{m}.weight" for m in modules)
+    return tuple(k for k in network.state_dict() if any(k == w or k.endswith("." + w) for w in wanted))

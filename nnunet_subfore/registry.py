@@ -48,17 +48,18 @@ def find_trainer_class(name: str):
 def build_trainer_network(trainer_name: str, plans_file: Path, configuration: str, num_input_channels: int,
                           num_output_channels: int = 2):
     """The :class:`nnunet_subfore.networks.TrainerNetwork` that ``trainer_name`` would train on these plans
-    (the patch fitted as the trainer fits it)."""
+    (the patch fitted as the trainer fits it).
+
+    ``trainer_name`` may be a SubFore trainer or any nnU-Net trainer that builds the CNN its plans describe
+    (the stock ``nnUNetTrainer`` and its variants): those fine-tune SubFore CNN checkpoints as they are.
+    """
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_subfore.networks import TrainerNetwork, token_grid
+    from nnunet_subfore.networks import CNN_BACKBONE, TrainerNetwork, backbone_of_state_dict, token_grid
 
     from nnunet_subfore.plans import read_plans
 
     trainer = find_trainer_class(trainer_name)
-    backbone = getattr(trainer, "backbone", None)
-    if backbone is None or not hasattr(trainer, "fitted_patch_size"):
-        raise UserError(f"{trainer_name} is not a SubFore trainer (no UNETR/SwinUNETR backbone).")
     plans = read_plans(Path(plans_file))
     plans_manager = PlansManager(plans)
     if configuration not in plans_manager.available_configurations:
@@ -66,9 +67,16 @@ def build_trainer_network(trainer_name: str, plans_file: Path, configuration: st
             f"{plans_file} has no configuration {configuration!r} (available: {plans_manager.available_configurations})."
         )
     configuration_manager = plans_manager.get_configuration(configuration)
-    patch, _ = trainer.fitted_patch_size(configuration_manager.patch_size)
-    configuration_manager.configuration["patch_size"] = list(patch)
+    backbone = getattr(trainer, "backbone", None)
+    if backbone is not None and hasattr(trainer, "fitted_patch_size"):
+        patch, _ = trainer.fitted_patch_size(configuration_manager.patch_size, configuration_manager)
+        configuration_manager.configuration["patch_size"] = list(patch)
     network = trainer.build_network_architecture(
         plans_manager, configuration_manager, num_input_channels, num_output_channels, False
     )
-    return TrainerNetwork(network, backbone, token_grid(patch) if backbone == "unetr" else None)
+    if backbone is None:
+        backbone = backbone_of_state_dict(network.state_dict())
+        if backbone != CNN_BACKBONE or not hasattr(network, "keys_to_in_proj"):
+            raise UserError(f"{trainer_name} builds a {type(network).__name__}, neither a SubFore UNETR/SwinUNETR "
+                            f"nor a CNN that nnU-Net plans (PlainConvUNet, ResidualEncoderUNet).")
+    return TrainerNetwork(network, backbone, token_grid(configuration_manager.patch_size) if backbone == "unetr" else None)

@@ -13,6 +13,6 @@ def demo_run(tmp_path_factory):
     Returns (workdir, env, completed process). The demo sets its own nnU-Net folders inside the workdir.
     """
     workdir = tmp_path_factory.mktemp("demo")
-    done = run(["nnunet-subfore", "demo", "--quick", "--workdir", str(workdir), "--force"], clean_environment(),
+    done = run(["nnunet-subfore", "demo", "--quick", "--backbone", "swinunetr", "--workdir", str(workdir), "--force"], clean_environment(),
                timeout=1800)
     return workdir, nnunet_test_environment(workdir), done

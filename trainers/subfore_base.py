@@ -95,8 +95,12 @@ class SubForeTrainerBase(nnUNetTrainer):
     # ----------------------------------------------------------------------------------------------
     # patch size: the backbone's rules, written into the plans that plans.json saves
     @classmethod
-    def fitted_patch_size(cls, planned: Sequence[int]) -> Tuple[Tuple[int, int, int], str]:
+    def fitted_patch_size(cls, planned: Sequence[int], configuration_manager: Optional[ConfigurationManager] = None
+                          ) -> Tuple[Tuple[int, int, int], str]:
         """The patch this trainer trains on, given the planned one, and why it differs (if it does).
+
+        ``configuration_manager``: the plans' configuration (the MONAI backbones do not need it; a CNN's
+        divisor is its planned total stride).
 
         Raises:
             UserError: no valid patch (e.g. a 2D configuration, or an invalid forced ``patch_size``).
@@ -120,7 +124,7 @@ class SubForeTrainerBase(nnUNetTrainer):
 
     def _fit_patch_size(self) -> None:
         planned = tuple(int(p) for p in self.configuration_manager.patch_size)
-        patch, reason = self.fitted_patch_size(planned)
+        patch, reason = self.fitted_patch_size(planned, self.configuration_manager)
         if patch != planned:
             self.print_to_log_file(
                 f"Patch size moved from the planned {list(planned)} to {list(patch)} ({reason}); "

@@ -1,5 +1,9 @@
 """Benchmark-local trainer variants (not part of the package; put this folder on nnUNet_extTrainer).
 
+The ``SubForeBench_CNN_*`` classes are the CNN arm: the package's CNN demo trainers on a tiny-CNN plans
+preset (``nnunet-subfore plans --tiny-cnn``), same variables. All three CNN fine-tuning arms use the stock nnUNetTrainer's recipe
+(SGD lr 1e-2, poly, deep supervision), so they differ only in the initial weights.
+
 ``benchmarks/pretrain_vs_scratch.py`` and ``benchmarks/loader.py`` append this folder to
 ``nnUNet_extTrainer`` (os.pathsep-separated) next to ``nnunet-subfore trainer-path``. The classes are
 the package's demo-scale trainers (tiny SwinUNETR, 32^3 patches, no test-time mirroring) with the
@@ -24,6 +28,12 @@ import random
 import numpy as np
 import torch
 
+from nnunet_subfore.trainers.subfore_cnn_demo import (
+    SubForeCNNPretrainTrainer_demo,
+    SubForeCNNTrainer_demo,
+    SubForeCNNTrainer_demo_scratch,
+    SubForeRandomMaskCNNPretrainTrainer_demo,
+)
 from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer
 from nnunet_subfore.trainers.subfore_demo import (
     SubForePretrainTrainer_demo,
@@ -80,3 +90,23 @@ class SubForeBench_Finetune_random(_BenchSettings, SubForeSwinUNETRTrainer_demo)
 
 class SubForeBench_Finetune_scratch(_BenchSettings, SubForeSwinUNETRTrainer_demo):
     """The same fine-tuning without pretrained weights."""
+
+
+class SubForeBench_CNN_PretrainFG(_BenchSettings, SubForeCNNPretrainTrainer_demo):
+    """HU-foreground masking pretraining of the tiny-CNN preset's U-Net (SGD 1e-2, poly)."""
+
+
+class SubForeBench_CNN_PretrainRandom(_BenchSettings, SubForeRandomMaskCNNPretrainTrainer_demo):
+    """Random subvolume masking pretraining (same ratio), same network and budget."""
+
+
+class SubForeBench_CNN_Finetune_fg(_BenchSettings, SubForeCNNTrainer_demo):
+    """Fine-tuning from SubForeBench_CNN_PretrainFG weights with the stock nnUNetTrainer's recipe (SGD 1e-2, poly)."""
+
+
+class SubForeBench_CNN_Finetune_random(_BenchSettings, SubForeCNNTrainer_demo):
+    """Fine-tuning from SubForeBench_CNN_PretrainRandom weights, same recipe."""
+
+
+class SubForeBench_CNN_Finetune_scratch(_BenchSettings, SubForeCNNTrainer_demo_scratch):
+    """From scratch, same recipe: the arms differ only in the initial weights."""
