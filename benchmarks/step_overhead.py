@@ -11,7 +11,8 @@
 
 CPU rows: the tiny SwinUNETR, and nnU-Net's U-Net (``PlainConvUNet``) twice: the layout the default
 planner gives a 64^3 patch (5 stages, 32-320 features, 2 convolutions per stage) and the tiny-CNN
-preset's (3 stages, 8-32 features). The CNN steps use SGD (Nesterov), as ``SubForeCNNPretrainTrainer``.
+preset's (3 stages, 16-64 features, 2 convolutions per stage). The CNN steps use SGD (Nesterov), as
+``SubForeCNNPretrainTrainer`` does.
 
 Both steps run the trainer's own code: ``SubForePretrainTrainer.train_step`` and
 ``_masked_loss`` (trainers/subfore_pretrain.py) are called on a small harness object that carries
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
         repeats = args.repeats or (5 if args.quick else 15)
         configs = [("swinunetr", TINY_ARCHITECTURES["swinunetr"], "SwinUNETR feature 12 (tiny)"),
                    ("cnn", plain_unet((32, 64, 128, 256, 320)), "nnU-Net U-Net 5 stages 32-320, SGD"),
-                   ("cnn", plain_unet((8, 16, 32), n_conv=1), "nnU-Net U-Net tiny preset 8-32, SGD")]
+                   ("cnn", plain_unet((16, 32, 64)), "nnU-Net U-Net tiny preset 16-64, SGD")]
         if args.backbone:
             configs = [c for c in configs if (c[0] == "cnn") == (args.backbone == "cnn")]
         warmup = 2
@@ -266,7 +267,8 @@ def main(argv=None) -> int:
                for c in configs]
     headers, rows = rows_for(results, device)
     print()
-    print(format_table(headers, rows, f"One pretraining step (forward, backward, AdamW{', AMP' if args.gpu else ''}), "
+    amp = ", AMP" if args.gpu else ""
+    print(format_table(headers, rows, f"One pretraining step (forward, backward, AdamW; SGD for the CNNs{amp}), "
                                       f"{repeats} alternating pairs"))
     if device.type == "cpu":
         rows = []

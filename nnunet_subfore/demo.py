@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_subfore.commands import NNUNET_FOLDER_VARIABLES, nnunet_environment, run_command
@@ -64,12 +64,23 @@ class DemoChain:
     pretrain_plans: str
     downstream_plans: str
     tiny_cnn: bool = False
+    #: ``--quick`` (what the tests run): (pretrainer, finetuner, scratch) with shorter runs, if the chain has them
+    quick_trainers: Optional[tuple] = None
+
+    def for_quick(self) -> "DemoChain":
+        """The chain ``--quick`` runs."""
+        if not self.quick_trainers:
+            return self
+        pretrainer, finetuner, scratch = self.quick_trainers
+        return replace(self, pretrainer=pretrainer, finetuner=finetuner, scratch=scratch, quick_trainers=None)
 
 
 CHAINS: Dict[str, DemoChain] = {
     "cnn": DemoChain("cnn", "nnU-Net's U-Net (a tiny version of the planned network)", "SubForeCNNPretrainTrainer_demo",
                      "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch", "SubForeDemoCNNPlans",
-                     "SubForePretrainCNNPlans", tiny_cnn=True),
+                     "SubForePretrainCNNPlans", tiny_cnn=True,
+                     quick_trainers=("SubForeCNNPretrainTrainer_demoquick", "SubForeCNNTrainer_demoquick",
+                                     "SubForeCNNTrainer_demoquick_scratch")),
     "swinunetr": DemoChain("swinunetr", "SwinUNETR", PRETRAINER, FINETUNER, SCRATCH, "nnUNetPlans", DOWNSTREAM_PLANS),
 }
 #: The chain ``nnunet-subfore demo`` runs without ``--backbone`` (README, "Demo": why the CNN).
@@ -87,10 +98,10 @@ class Demo:
     """
 
     def __init__(self, workdir: Path, folds: Sequence[int] = (0, 1), num_pretrain: int = 8,
-                 num_train: int = 10, num_test: int = 3, backbone: str = DEFAULT_BACKBONE) -> None:
+                 num_train: int = 10, num_test: int = 3, backbone: str = DEFAULT_BACKBONE, quick: bool = False) -> None:
         if backbone not in CHAINS:
             raise UserError(f"--backbone must be one of {sorted(CHAINS)}, got {backbone!r}.")
-        self.chain = CHAINS[backbone]
+        self.chain = CHAINS[backbone].for_quick() if quick else CHAINS[backbone]
         self.workdir = Path(workdir).resolve()
         self.folds = [int(f) for f in folds]
         self.num_pretrain, self.num_train, self.num_test = num_pretrain, num_train, num_test
@@ -281,7 +292,7 @@ def run_demo(workdir: Path, force: bool = False, quick: bool = False, folds: Opt
              backbone: str = DEFAULT_BACKBONE) -> int:
     """Run the demo; ``quick`` fine-tunes one fold on fewer cases (what the test suite runs)."""
     if quick:
-        demo = Demo(workdir, folds=folds or (0,), num_pretrain=6, num_train=5, num_test=2, backbone=backbone)
+        demo = Demo(workdir, folds=folds or (0,), num_pretrain=6, num_train=5, num_test=2, backbone=backbone, quick=True)
     else:
         demo = Demo(workdir, folds=folds or (0, 1), backbone=backbone)
     print(f"nnunet-subfore demo ({demo.chain.title}) in {demo.workdir}", flush=True)

@@ -226,7 +226,8 @@ def test_cnn_optimizers_are_sgd_nesterov_with_poly_decay(trainer, lr, warmup):
 CNN_TRAINERS = ["SubForeCNNPretrainTrainer", "SubForeRandomMaskCNNPretrainTrainer", "SubForeCNNFinetuneTrainer",
                 "SubForeCNNFinetuneTrainer_scratch", "SubForeCNNPretrainTrainer_demo",
                 "SubForeRandomMaskCNNPretrainTrainer_demo", "SubForeCNNFinetuneTrainer_demo",
-                "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch"]
+                "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch", "SubForeCNNPretrainTrainer_demoquick",
+                "SubForeCNNTrainer_demoquick", "SubForeCNNTrainer_demoquick_scratch"]
 
 
 def test_nnunet_finds_the_cnn_trainers(monkeypatch):

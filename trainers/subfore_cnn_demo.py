@@ -62,3 +62,21 @@ class SubForeCNNTrainer_demo(CNNFinetuneDemoScale, SubForeCNNFinetuneTrainer_scr
 
 class SubForeCNNTrainer_demo_scratch(SubForeCNNTrainer_demo):
     """The demo's from-scratch baseline: the same recipe, own result folder."""
+
+
+class SubForeCNNPretrainTrainer_demoquick(SubForeCNNPretrainTrainer_demo):
+    """``nnunet-subfore demo --quick`` (what the tests run): 32 pretraining iterations, a plumbing check."""
+
+    epochs = 4
+    iterations_per_epoch = 8
+
+
+class SubForeCNNTrainer_demoquick(SubForeCNNTrainer_demo):
+    """``demo --quick``: 48 fine-tuning iterations (too few to learn an organ: the quick demo checks the chain)."""
+
+    epochs = 6
+    iterations_per_epoch = 8
+
+
+class SubForeCNNTrainer_demoquick_scratch(SubForeCNNTrainer_demoquick):
+    """``demo --quick``'s from-scratch baseline."""
