@@ -135,6 +135,21 @@ def _cmd_show_masking(args) -> int:
     return 0
 
 
+def _cmd_check_overlap(args) -> int:
+    from nnunet_subfore.data.fingerprints import check_overlap
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+
+    if len(args.datasets) != 2:
+        raise UserError(f"Give two datasets: -d PRETRAIN_ID -d DOWNSTREAM_ID (got {len(args.datasets)}).")
+    raw = nnunet_folder("raw", args.raw_root)
+    pretrain, downstream = (raw / find_dataset_name(d, raw) for d in args.datasets)
+    report = check_overlap(pretrain, downstream, [Path(p) for p in args.images or []],
+                           progress=lambda case: print(f"  fingerprinting {case}", file=sys.stderr, flush=True)
+                           if args.verbose else None)
+    print(report.describe())
+    return 1 if report.shared else 0
+
+
 def _cmd_demo(args) -> int:
     from nnunet_subfore.demo import run_demo
 
@@ -210,6 +225,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_summary); "
                    "its dice__PLANS__CONFIGURATION.{md,csv,png} are rewritten on every run")
     p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("check-overlap", help="find cases of a downstream dataset that were pretraining cases "
+                       "(same voxels under another name or format); exit 1 when any is found")
+    p.add_argument("-d", dest="datasets", action="append", required=True,
+                   help="twice: -d PRETRAIN_ID -d DOWNSTREAM_ID (IDs or DatasetXXX_NAME in $nnUNet_raw)")
+    p.add_argument("--images", action="append", metavar="DIR",
+                   help="also check the images in DIR (e.g. the downstream imagesTs); repeatable")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("-v", dest="verbose", action="store_true", help="name each case while it is read")
+    p.set_defaults(func=_cmd_check_overlap)
 
     p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
     p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU")

@@ -24,6 +24,14 @@ from torch import autocast
 from torch import distributed as dist
 
 from nnunet_subfore.crops import center_crop
+from nnunet_subfore.data.fingerprints import (
+    CHECKPOINT_KEY,
+    PRETRAINING_FINGERPRINTS_FILE,
+    dataset_cases,
+    fingerprint_cases,
+    fingerprint_record,
+    raw_dataset_folder,
+)
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.intensity import CTIntensityMapping
 from nnunet_subfore.losses import MaskedL1Loss
@@ -87,6 +95,45 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     def _build_loss(self):
         return MaskedL1Loss()
+
+    # ----------------------------------------------------------------------------------------------
+    # leakage guard: the content fingerprint of every pretraining case, in the checkpoints and the fold folder
+    def on_train_start(self):
+        super().on_train_start()
+        self.record_pretraining_fingerprints()
+
+    def record_pretraining_fingerprints(self) -> None:
+        """Fingerprint every case of the raw dataset (the preprocessed data is resampled, so the raw images are
+        read through the dataset's own files) and write them to ``pretraining_fingerprints.json``; the
+        checkpoints carry them too, so that fine-tuning trainers can warn about evaluation cases seen here."""
+        self.pretraining_fingerprints = None
+        if self.local_rank != 0:
+            return
+        from nnunetv2.paths import nnUNet_raw
+
+        dataset = self.plans_manager.dataset_name
+        raw = raw_dataset_folder(nnUNet_raw, dataset)
+        if raw is None:
+            self.print_to_log_file(
+                f"Leakage guard: the raw dataset {dataset} is not in nnUNet_raw ({nnUNet_raw}); no fingerprints of "
+                f"the pretraining cases are recorded, so fine-tuning runs cannot check for shared cases.")
+            return
+        train_keys, val_keys = self.do_split()
+        try:
+            prints = fingerprint_cases(dataset_cases(raw))
+        except UserError as e:
+            self.print_to_log_file(f"Leakage guard: no fingerprints recorded: {e}")
+            return
+        self.pretraining_fingerprints = fingerprint_record(
+            prints, dataset, fold=self.fold, trained_on=list(train_keys), validated_on=list(val_keys))
+        with open(os.path.join(self.output_folder, PRETRAINING_FINGERPRINTS_FILE), "w") as f:
+            json.dump(self.pretraining_fingerprints, f, indent=1)
+        self.print_to_log_file(f"Leakage guard: content fingerprints of the {len(prints)} cases of {raw} recorded "
+                               f"({PRETRAINING_FINGERPRINTS_FILE} and the checkpoints).")
+
+    def checkpoint_extras(self) -> dict:
+        record = getattr(self, "pretraining_fingerprints", None)
+        return {} if record is None else {CHECKPOINT_KEY: record}
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         return no_augmentation_patch_setup(self)
