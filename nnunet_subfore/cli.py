@@ -150,6 +150,64 @@ def _cmd_check_overlap(args) -> int:
     return 1 if report.shared else 0
 
 
+def _cmd_threshold_analysis(args) -> int:
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+    from nnunet_subfore.reporting.threshold_analysis import (
+        markdown,
+        output_paths,
+        refuse_existing,
+        threshold_analysis,
+        write_threshold_analysis,
+    )
+
+    raw = nnunet_folder("raw", args.raw_root)
+    name = find_dataset_name(args.dataset, raw)
+    output = Path(args.output) if args.output else nnunet_folder("results") / name / "subfore_threshold_analysis"
+    refuse_existing(output_paths(output).values(), args.force)  # before the long part
+    analysis = threshold_analysis(raw / name, window=tuple(args.window), subvolume_size=args.subvolume_size,
+                                  max_cases=args.max_cases,
+                                  progress=lambda case: print(f"  reading {case}", file=sys.stderr, flush=True))
+    print(markdown(analysis))
+    for path in write_threshold_analysis(analysis, output, force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_masking_report(args) -> int:
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+    from nnunet_subfore.plans import read_plans
+    from nnunet_subfore.registry import find_trainer_class
+    from nnunet_subfore.reporting.masking_report import markdown, masking_report, output_paths, write_masking_report
+    from nnunet_subfore.reporting.threshold_analysis import refuse_existing
+
+    trainer = find_trainer_class(args.trainer)
+    if getattr(trainer, "masking", None) is None:
+        raise UserError(f"{args.trainer} is not a pretraining trainer (it has no masking recipe).")
+    preprocessed = nnunet_folder("preprocessed", args.preprocessed_root)
+    name = find_dataset_name(args.dataset, preprocessed)
+    plans = read_plans(preprocessed / name / f"{args.plans}.json")
+    configurations = plans["configurations"]
+    if args.configuration not in configurations:
+        raise UserError(f"The plans {args.plans!r} have no configuration {args.configuration!r} (available: "
+                        f"{sorted(configurations)}).")
+    from nnunet_subfore.intensity import resolve_configuration
+
+    planned = resolve_configuration(configurations, args.configuration)["patch_size"]
+    patch, _ = trainer.fitted_patch_size(planned)
+    recipe = trainer.masking
+    output = (Path(args.output) if args.output else nnunet_folder("results") / name / "subfore_masking_report" /
+              f"{args.trainer}__{args.plans}__{args.configuration}")
+    refuse_existing(output_paths(output).values(), args.force)
+    if args.patches_per_case < 1:
+        raise UserError(f"--patches-per-case must be >= 1, got {args.patches_per_case}.")
+    report = masking_report(preprocessed / name, plans, args.configuration, patch, recipe,
+                            patches_per_case=args.patches_per_case, seed=args.seed, max_cases=args.max_cases)
+    print(markdown(report))
+    for path in write_masking_report(report, output, force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from nnunet_subfore.demo import run_demo
 
@@ -235,6 +293,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("-v", dest="verbose", action="store_true", help="name each case while it is read")
     p.set_defaults(func=_cmd_check_overlap)
+
+    p = sub.add_parser("threshold-analysis", help="the paper's Fig. 3b on a labelled CT dataset: windowed-intensity "
+                       "histograms of background and labels, the lambda that best separates them (PNG, md, csv, json)")
+    p.add_argument("-d", dest="dataset", required=True, help="labelled CT dataset (ID or DatasetXXX_NAME in $nnUNet_raw)")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_threshold_analysis)")
+    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
+    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
+    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread (the paper used 40)")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
+    p.set_defaults(func=_cmd_threshold_analysis)
+
+    p = sub.add_parser("masking-report", help="foreground share of the pretraining patches as the trainer sees them, "
+                       "and the expected masked share (PNG, md, csv, json)")
+    p.add_argument("-d", dest="dataset", required=True, help="pretraining dataset (ID or DatasetXXX_NAME)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans the trainer runs with (default nnUNetPlans)")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("-tr", dest="trainer", default="SubForePretrainTrainer",
+                   help="pretraining trainer whose patch size and masking to use (default SubForePretrainTrainer)")
+    p.add_argument("--patches-per-case", type=int, default=8,
+                   help="patches sampled per case by nnU-Net's loader, a third foreground-forced (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_masking_report/"
+                   "TRAINER__PLANS__CONFIGURATION)")
+    p.add_argument("--preprocessed-root", help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
+    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
+    p.set_defaults(func=_cmd_masking_report)
 
     p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
     p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU")

@@ -286,6 +286,11 @@ class ForegroundMasker:
             f"threshold={self.threshold}, ratio={self.ratio}, selection={self.selection!r}, fill={self.fill!r})"
         )
 
+    def foreground(self, x: torch.Tensor) -> torch.Tensor:
+        """The criterion alone: bool (B, D/s, H/s, W/s), True on the subvolumes that :meth:`__call__` may mask
+        (outside ``"random"`` selection); the same as ``self(x).foreground``, with no draws."""
+        return foreground_subvolumes(x, self.subvolume_size, self.window, self.threshold)
+
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> MaskedBatch:
         """Mask a batch (B, C, D, H, W); the criterion reads channel 0, the mask applies to all channels.
 

@@ -33,9 +33,9 @@ from nnunet_subfore.data.fingerprints import (
     raw_dataset_folder,
 )
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.intensity import CTIntensityMapping
 from nnunet_subfore.losses import MaskedL1Loss
 from nnunet_subfore.masking import ForegroundMasker
+from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.networks import build_network
 from nnunet_subfore.recipe import PAPER_MASKING
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
@@ -82,16 +82,11 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     def build_masker(self) -> ForegroundMasker:
         """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible."""
-        recipe = self.masking
         plans_name = f"plans {self.plans_manager.plans_name!r} of {self.plans_manager.dataset_name}"
-        mapping = CTIntensityMapping.from_plans(self.plans_manager.plans, self.configuration_name, channel=0)
-        threshold_hu = mapping.check_threshold(recipe.window, recipe.threshold, source=plans_name)
-        self.print_to_log_file(
-            f"HU foreground criterion: mean windowed intensity >= {recipe.threshold} with window {recipe.window} "
-            f"(-> {threshold_hu:.1f} HU for a uniform block); the plans clip CT to "
-            f"[{mapping.lower_clip:.1f}, {mapping.upper_clip:.1f}] HU"
-        )
-        return ForegroundMasker.from_recipe(recipe, window=mapping.window_to_normalized(recipe.window))
+        masker, line = masker_for_plans(self.plans_manager.plans, self.configuration_name, self.masking,
+                                        source=plans_name)
+        self.print_to_log_file(line)
+        return masker
 
     def _build_loss(self):
         return MaskedL1Loss()
