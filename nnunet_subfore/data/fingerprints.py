@@ -116,8 +116,10 @@ def fingerprint_cases(cases: Mapping[str, Sequence[Path]],
 
 
 def fingerprint_record(fingerprints: CaseFingerprints, dataset: str, **extra) -> dict:
-    """What a pretraining run stores: the scheme, the dataset and ``{case: [fingerprints]}``."""
-    return {"scheme": FINGERPRINT_SCHEME, "dataset": dataset, "cases": dict(fingerprints), **extra}
+    """What a pretraining run stores: the scheme, the dataset and ``{case: [fingerprints]}``, as plain JSON
+    values only (nnU-Net's split keys can be numpy strings, which a safe checkpoint load refuses)."""
+    record = {"scheme": FINGERPRINT_SCHEME, "dataset": dataset, "cases": dict(fingerprints), **extra}
+    return json.loads(json.dumps(record, default=str))
 
 
 def record_fingerprints(record: Mapping) -> CaseFingerprints:

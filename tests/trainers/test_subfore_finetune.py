@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_subfore.checkpoints import load_checkpoint
 from nnunet_subfore.data.fingerprints import CHECKPOINT_KEY, OVERLAP_FILE, PRETRAINING_FINGERPRINTS_FILE
 from nnunet_subfore.data.phantoms import write_labelled_dataset
 from nnunet_subfore.trainers.subfore_finetune import SubForeSwinUNETRTrainer
@@ -28,7 +30,8 @@ def _bare(cls, dataset_name, output_folder, train_keys, val_keys, log):
     trainer.local_rank, trainer.fold = 0, 0
     trainer.output_folder = str(output_folder)
     trainer.device = torch.device("cpu")
-    trainer.do_split = lambda: (list(train_keys), list(val_keys))
+    # nnU-Net's first do_split returns numpy strings (np.array(identifiers)[idx]): a safe load refuses those
+    trainer.do_split = lambda: ([np.str_(k) for k in train_keys], [np.str_(k) for k in val_keys])
     trainer.print_to_log_file = lambda *args, **kwargs: log.append(" ".join(map(str, args)))
     return trainer
 
@@ -57,7 +60,8 @@ def _pretraining_record(raw, tmp_path):
     trainer = _bare(SubForePretrainTrainer, "Dataset801_Pre", folder, ["phantom_000", "phantom_001"], ["phantom_002"], log)
     trainer.record_pretraining_fingerprints()
     assert (folder / PRETRAINING_FINGERPRINTS_FILE).is_file()
-    record = trainer.checkpoint_extras()[CHECKPOINT_KEY]
+    torch.save({"network_weights": {}, **trainer.checkpoint_extras()}, folder / "checkpoint_final.pth")
+    record = load_checkpoint(folder / "checkpoint_final.pth")[CHECKPOINT_KEY]  # the safe loader takes it
     assert sorted(record["cases"]) == ["phantom_000", "phantom_001", "phantom_002"] and record["validated_on"] == ["phantom_002"]
     return record, folder
 
