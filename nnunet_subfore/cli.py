@@ -54,8 +54,14 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plans(args) -> int:
-    from nnunet_subfore.plans import PAPER_PATCH_SIZE, write_subfore_plans
+    from nnunet_subfore.plans import PAPER_PATCH_SIZE, checked_masking, masking_settings, write_subfore_plans
 
+    masking = masking_settings(
+        threshold=args.threshold, threshold_hu=args.threshold_hu,
+        threshold_from=Path(args.threshold_from) if args.threshold_from else None,
+        window=tuple(args.window) if args.window else None, subvolume_size=args.subvolume_size, ratio=args.ratio,
+        selection=args.selection, fill=args.fill,
+    )
     out = write_subfore_plans(
         args.dataset,
         patch_size=tuple(args.patch) if args.patch else PAPER_PATCH_SIZE,
@@ -65,8 +71,13 @@ def _cmd_plans(args) -> int:
         target_plans=args.plans_name,
         configuration=args.configuration,
         force=args.force,
+        masking=masking or None,
     )
     print(f"Wrote {out}")
+    if masking:
+        print(f"Masking settings (subfore_masking): {masking}; with the paper's for the rest: "
+              f"{checked_masking(masking).describe()}. Each setting gets its own results folder through its "
+              f"--plans-name (now {args.plans_name!r}).")
     name = out.parent.name
     if args.hu_window:
         print(f"Preprocess it:  nnUNetv2_preprocess -d {name} -plans_name {args.plans_name} -c {args.configuration}")
@@ -193,8 +204,11 @@ def _cmd_masking_report(args) -> int:
     from nnunet_subfore.intensity import resolve_configuration
 
     planned = resolve_configuration(configurations, args.configuration)["patch_size"]
-    patch, _ = trainer.fitted_patch_size(planned)
-    recipe = trainer.masking
+    try:
+        recipe, _ = trainer.recipe_for_plans(plans)
+    except SystemExit as e:
+        raise UserError(str(e).strip()) from None
+    patch, _ = trainer.fitted_patch_size(planned, recipe)
     output = (Path(args.output) if args.output else nnunet_folder("results") / name / "subfore_masking_report" /
               f"{args.trainer}__{args.plans}__{args.configuration}")
     refuse_existing(output_paths(output).values(), args.force)
@@ -258,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default: the paper's 96 96 96)")
     p.add_argument("--batch-size", type=int, help="batch size (default: keep the source plans')")
     p.add_argument("--hu-window", nargs=2, type=float, metavar=("LO", "HI"), help="fixed HU window as CT normalization")
+    p.add_argument("--threshold", type=float, help=f"masking: lambda on the windowed intensity (paper {PAPER_MASKING.threshold:g})")
+    p.add_argument("--threshold-hu", type=float, help="masking: lambda as the HU of a uniform block (with --window or "
+                   f"the paper's; the paper's lambda is {PAPER_MASKING.threshold_hu:g} HU)")
+    p.add_argument("--threshold-from", metavar="JSON", help="masking: lambda and window of a threshold-analysis json")
+    p.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"),
+                   help=f"masking: HU window of the criterion (paper {PAPER_MASKING.window[0]:g} {PAPER_MASKING.window[1]:g}); "
+                   "not the normalization (--hu-window)")
+    p.add_argument("--subvolume-size", type=int, help=f"masking: subvolume side (paper {PAPER_MASKING.subvolume_size})")
+    p.add_argument("--ratio", type=float, help=f"masking: ratio (paper {PAPER_MASKING.ratio:g})")
+    p.add_argument("--selection", choices=["bernoulli", "exact", "random"], help="masking: selection (paper bernoulli)")
+    p.add_argument("--fill", choices=["noise", "zero"], help="masking: fill (paper noise)")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")

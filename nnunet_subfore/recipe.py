@@ -9,13 +9,16 @@ foreground subvolume is masked with probability 0.6 and filled with N(0, 1) nois
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Tuple
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, Mapping, Tuple
 
 #: How the subvolumes to mask are chosen (see :func:`nnunet_subfore.masking.sample_subvolume_mask`).
 SELECTIONS = ("bernoulli", "exact", "random")
 #: What masked voxels are filled with (see :func:`nnunet_subfore.masking.fill_masked`).
 FILLS = ("noise", "zero")
+
+#: The plans entry holding masking settings (written by ``nnunet-subfore plans``, read by the pretraining trainers).
+PLANS_MASKING_KEY = "subfore_masking"
 
 #: Hounsfield units of air (the value volumes are padded with where a patch sticks out of a CT image).
 AIR_HU = -1000.0
@@ -70,7 +73,45 @@ class MaskingRecipe:
         """A copy with some settings changed (validated like the original)."""
         return replace(self, **changes)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings as plain JSON values."""
+        d = asdict(self)
+        d["window"] = list(self.window)
+        return d
+
+    def describe(self) -> str:
+        """One line: every setting, the threshold also in HU."""
+        return (f"window {self.window} HU, threshold {self.threshold:g} ({self.threshold_hu:.1f} HU for a uniform "
+                f"block), subvolumes {self.subvolume_size}^3, ratio {self.ratio:g}, selection {self.selection}, "
+                f"fill {self.fill}")
+
 
 #: The paper's recipe (window and selection/fill from the authors' code).
 PAPER_MASKING = MaskingRecipe()
+
+
+def recipe_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checked keyword arguments of :class:`MaskingRecipe` from a plans entry (JSON: lists for tuples).
+
+    Raises:
+        ValueError: an unknown setting.
+    """
+    known = {f.name for f in fields(MaskingRecipe)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown masking setting(s) {unknown}; known: {sorted(known)}")
+    out = dict(settings)
+    if "window" in out:
+        out["window"] = tuple(float(v) for v in out["window"])
+    return out
+
+
+def recipe_from_plans(plans: Mapping[str, Any], default: MaskingRecipe = PAPER_MASKING) -> Tuple[MaskingRecipe, Dict[str, Any]]:
+    """``default`` with the settings of the plans' :data:`PLANS_MASKING_KEY` entry, and those settings.
+
+    Raises:
+        ValueError: unknown or invalid settings (named).
+    """
+    settings = dict(plans.get(PLANS_MASKING_KEY) or {})
+    return default.with_changes(**recipe_settings(settings)), settings
 

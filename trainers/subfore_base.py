@@ -95,14 +95,17 @@ class SubForeTrainerBase(nnUNetTrainer):
     # ----------------------------------------------------------------------------------------------
     # patch size: the backbone's rules, written into the plans that plans.json saves
     @classmethod
-    def fitted_patch_size(cls, planned: Sequence[int]) -> Tuple[Tuple[int, int, int], str]:
-        """The patch this trainer trains on, given the planned one, and why it differs (if it does).
+    def fitted_patch_size(cls, planned: Sequence[int], masking: Optional[MaskingRecipe] = None
+                          ) -> Tuple[Tuple[int, int, int], str]:
+        """The patch this trainer trains on, given the planned one (and the masking recipe it runs with, default
+        :attr:`masking`), and why it differs (if it does).
 
         Raises:
             UserError: no valid patch (e.g. a 2D configuration, or an invalid forced ``patch_size``).
         """
         planned = tuple(int(p) for p in planned)
-        divisor = patch_divisor(cls.backbone, cls.masking.subvolume_size if cls.masking else None)
+        masking = masking if masking is not None else cls.masking
+        divisor = patch_divisor(cls.backbone, masking.subvolume_size if masking else None)
         try:
             if cls.patch_size is not None:
                 patch, reason = tuple(int(p) for p in cls.patch_size), f"{cls.__name__}.patch_size"
@@ -120,7 +123,7 @@ class SubForeTrainerBase(nnUNetTrainer):
 
     def _fit_patch_size(self) -> None:
         planned = tuple(int(p) for p in self.configuration_manager.patch_size)
-        patch, reason = self.fitted_patch_size(planned)
+        patch, reason = self.fitted_patch_size(planned, self.masking)
         if patch != planned:
             self.print_to_log_file(
                 f"Patch size moved from the planned {list(planned)} to {list(patch)} ({reason}); "

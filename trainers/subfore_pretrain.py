@@ -37,7 +37,7 @@ from nnunet_subfore.losses import MaskedL1Loss
 from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.networks import build_network
-from nnunet_subfore.recipe import PAPER_MASKING
+from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, recipe_from_plans
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
 from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
 from nnunet_subfore.trainers.subfore_nnunet_copies import mim_on_epoch_end
@@ -51,7 +51,9 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     Attributes:
         masking: the :class:`nnunet_subfore.recipe.MaskingRecipe` (window and threshold in HU; the
-            trainer maps the window into the plans' normalized units).
+            trainer maps the window into the plans' normalized units). The plans' ``subfore_masking``
+            entry (``nnunet-subfore plans --threshold ...``) changes it per run; the instance then holds the
+            recipe it runs with.
     """
 
     backbone = "swinunetr"
@@ -61,6 +63,8 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # before the base class fits the patch to the subvolume size
+        self.masking, self.masking_settings = self.recipe_for_plans(plans)
         super().__init__(plans, configuration, fold, dataset_json, device)
         # losses, not pseudo Dice: see subfore_mim_logging
         self.logger.local_logger = MIMLocalLogger()
@@ -72,7 +76,24 @@ class SubForePretrainTrainer(SubForeTrainerBase):
         return build_network(cls.backbone, configuration_manager.patch_size, num_input_channels,
                              num_input_channels, cls.architecture)
 
+    @classmethod
+    def recipe_for_plans(cls, plans: dict):
+        """The recipe this trainer runs with under ``plans`` (the class's, changed by the plans' ``subfore_masking``)
+        and the settings the plans gave."""
+        try:
+            return recipe_from_plans(plans, cls.masking)
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"\n{cls.__name__}: the plans' {PLANS_MASKING_KEY} entry is invalid: {e}. Write it with "
+                             f"`nnunet-subfore plans -d DATASET --threshold ...`.") from e
+
+    def masking_log_line(self) -> str:
+        """What the log says about the masking settings and where they come from."""
+        source = (f"the plans' {PLANS_MASKING_KEY} {self.masking_settings}, the rest {self.__class__.__name__}'s defaults"
+                  if self.masking_settings else f"{self.__class__.__name__}'s defaults, no {PLANS_MASKING_KEY} in the plans")
+        return f"Masking settings: {self.masking.describe()} (from {source})"
+
     def initialize(self):
+        self.print_to_log_file(self.masking_log_line())
         try:
             self.masker = self.build_masker()
         except (UserError, KeyError) as e:
@@ -246,8 +267,9 @@ class SubForeRandomMaskPretrainTrainer(SubForePretrainTrainer):
     masking = PAPER_MASKING.with_changes(selection="random")
 
     def build_masker(self) -> ForegroundMasker:
-        # random masking ignores intensities, so it needs no HU check and works on any modality
-        return ForegroundMasker.from_recipe(self.masking)
+        # random masking ignores intensities, so it needs no HU check and works on any modality; the ablation
+        # stays random whatever selection the plans name
+        return ForegroundMasker.from_recipe(self.masking, selection="random")
 
     def _foreground_fraction(self, masked):
         # the masker never evaluates the HU criterion (no window in these units): not applicable
