@@ -60,7 +60,7 @@ def _cmd_plans(args) -> int:
         threshold=args.threshold, threshold_hu=args.threshold_hu,
         threshold_from=Path(args.threshold_from) if args.threshold_from else None,
         window=tuple(args.window) if args.window else None, subvolume_size=args.subvolume_size, ratio=args.ratio,
-        selection=args.selection, fill=args.fill,
+        selection=args.selection, fill=args.fill, criterion=args.criterion,
     )
     out = write_subfore_plans(
         args.dataset,
@@ -141,6 +141,7 @@ def _cmd_show_masking(args) -> int:
         ratio=args.ratio,
         seed=args.seed,
         force=args.force,
+        criterion=args.criterion,
     )
     print(f"wrote {out}")
     return 0
@@ -283,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help=f"masking: ratio (paper {PAPER_MASKING.ratio:g})")
     p.add_argument("--selection", choices=["bernoulli", "exact", "random"], help="masking: selection (paper bernoulli)")
     p.add_argument("--fill", choices=["noise", "zero"], help="masking: fill (paper noise)")
+    p.add_argument("--criterion", choices=["fixed", "otsu"], help="masking: fixed lambda (paper) or per-patch Otsu "
+                   "bounded below by lambda")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")
@@ -356,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
     p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--criterion", choices=["fixed", "otsu"], default=PAPER_MASKING.criterion,
+                   help="fixed: the paper's lambda; otsu: per patch, Otsu over its block means, never below lambda")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_show_masking)
     return parser

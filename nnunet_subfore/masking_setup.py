@@ -26,7 +26,9 @@ def masker_for_plans(plans: Mapping, configuration: str, recipe: MaskingRecipe, 
     """
     mapping = CTIntensityMapping.from_plans(plans, configuration, channel=channel)
     threshold_hu = mapping.check_threshold(recipe.window, recipe.threshold, source=source)
-    line = (f"HU foreground criterion: mean windowed intensity >= {recipe.threshold} with window {recipe.window} "
+    rule = (f"mean windowed intensity >= {recipe.threshold}" if recipe.criterion == "fixed" else
+            f"mean windowed intensity >= max(Otsu's threshold of the patch's block means, {recipe.threshold})")
+    line = (f"HU foreground criterion ({recipe.criterion}): {rule} with window {recipe.window} "
             f"(-> {threshold_hu:.1f} HU for a uniform block); the plans clip CT to "
             f"[{mapping.lower_clip:.1f}, {mapping.upper_clip:.1f}] HU")
     return ForegroundMasker.from_recipe(recipe, window=mapping.window_to_normalized(recipe.window)), line

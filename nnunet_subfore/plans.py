@@ -131,6 +131,7 @@ def masking_settings(
     ratio: Optional[float] = None,
     selection: Optional[str] = None,
     fill: Optional[str] = None,
+    criterion: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The ``subfore_masking`` entry from the ``plans`` command's options (only the settings given).
 
@@ -138,7 +139,7 @@ def masking_settings(
         threshold: lambda, on the windowed intensity in [0, 1].
         threshold_hu: lambda given as the HU of a uniform block on it (converted with the window).
         threshold_from: a ``threshold_analysis.json`` (``nnunet-subfore threshold-analysis``): its lambda and window.
-        window, subvolume_size, ratio, selection, fill: as in :class:`nnunet_subfore.recipe.MaskingRecipe`.
+        window, subvolume_size, ratio, selection, fill, criterion: as in :class:`nnunet_subfore.recipe.MaskingRecipe`.
     """
     given = [name for name, v in (("--threshold", threshold), ("--threshold-hu", threshold_hu),
                                   ("--threshold-from", threshold_from)) if v is not None]
@@ -162,7 +163,8 @@ def masking_settings(
         settings["threshold"] = (float(threshold_hu) - lo) / (hi - lo)
         if not 0.0 <= settings["threshold"] <= 1.0:
             raise UserError(f"--threshold-hu {threshold_hu:g} lies outside the window ({lo:g}, {hi:g}) HU.")
-    for key, value in (("subvolume_size", subvolume_size), ("ratio", ratio), ("selection", selection), ("fill", fill)):
+    for key, value in (("subvolume_size", subvolume_size), ("ratio", ratio), ("selection", selection), ("fill", fill),
+                       ("criterion", criterion)):
         if value is not None:
             settings[key] = value
     checked_masking(settings)

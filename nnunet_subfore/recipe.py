@@ -14,6 +14,10 @@ from typing import Any, Dict, Mapping, Tuple
 
 #: How the subvolumes to mask are chosen (see :func:`nnunet_subfore.masking.sample_subvolume_mask`).
 SELECTIONS = ("bernoulli", "exact", "random")
+#: How the foreground subvolumes are found (see :func:`nnunet_subfore.masking.foreground_subvolumes`):
+#: ``"fixed"`` the paper's global lambda; ``"otsu"`` per patch, Otsu's threshold over the patch's block
+#: means, never below lambda.
+CRITERIA = ("fixed", "otsu")
 #: What masked voxels are filled with (see :func:`nnunet_subfore.masking.fill_masked`).
 FILLS = ("noise", "zero")
 
@@ -38,6 +42,8 @@ class MaskingRecipe:
         selection: ``"bernoulli"`` (each foreground subvolume independently, the authors' code),
             ``"exact"`` (exactly ``round(ratio * n)``) or ``"random"`` (the ablation: any subvolume).
         fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``.
+        criterion: ``"fixed"`` (the paper's: block mean >= threshold) or ``"otsu"`` (per patch: block mean
+            >= max(Otsu's threshold over the patch's block means, threshold)); see :data:`CRITERIA`.
     """
 
     window: Tuple[float, float] = (-175.0, 250.0)
@@ -46,6 +52,7 @@ class MaskingRecipe:
     ratio: float = 0.6
     selection: str = "bernoulli"
     fill: str = "noise"
+    criterion: str = "fixed"
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.window)
@@ -62,6 +69,8 @@ class MaskingRecipe:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}.")
         if self.fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}.")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}.")
 
     @property
     def threshold_hu(self) -> float:
@@ -81,7 +90,8 @@ class MaskingRecipe:
 
     def describe(self) -> str:
         """One line: every setting, the threshold also in HU."""
-        return (f"window {self.window} HU, threshold {self.threshold:g} ({self.threshold_hu:.1f} HU for a uniform "
+        criterion = "" if self.criterion == "fixed" else f"criterion {self.criterion} (bounded below by) "
+        return (f"window {self.window} HU, {criterion}threshold {self.threshold:g} ({self.threshold_hu:.1f} HU for a uniform "
                 f"block), subvolumes {self.subvolume_size}^3, ratio {self.ratio:g}, selection {self.selection}, "
                 f"fill {self.fill}")
 

@@ -37,11 +37,13 @@ from nnunet_subfore.masking import (
     expand_subvolume_mask,
     fill_masked,
     foreground_subvolumes,
+    otsu_thresholds,
     sample_subvolume_mask,
     threshold_in_input_units,
+    windowed_block_means,
     windowed_intensity,
 )
-from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, FILLS, PAPER_MASKING
+from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, CRITERIA, FILLS, PAPER_MASKING
 
 MAX_DEFAULT_SIDE = 96
 
@@ -102,6 +104,8 @@ class MaskingStatistics:
         n_foreground: foreground subvolumes.
         foreground_masking: counts of the foreground (bernoulli) masking.
         random_masking: counts of the random masking.
+        criterion: ``"fixed"`` or ``"otsu"``.
+        patch_threshold: the threshold the criterion used on this patch (Otsu: max(Otsu's, lambda)).
     """
 
     patch_size: Tuple[int, int, int]
@@ -117,6 +121,8 @@ class MaskingStatistics:
     n_foreground: int
     foreground_masking: MaskCounts
     random_masking: MaskCounts
+    criterion: str = "fixed"
+    patch_threshold: Optional[float] = None
 
     @property
     def foreground_fraction(self) -> float:
@@ -136,11 +142,16 @@ class MaskingStatistics:
             )
 
         lo, hi = self.window
+        if self.criterion == "fixed":
+            rule = f">= {self.threshold:g}, i.e. {self.threshold_hu:g} HU for a uniform subvolume"
+        else:
+            used = self.threshold if self.patch_threshold is None else self.patch_threshold
+            rule = (f">= max(Otsu over the patch's block means, {self.threshold:g}) = {used:.3f}, i.e. "
+                    f"{lo + used * (hi - lo):.1f} HU for a uniform subvolume")
         return "\n".join(
             [
-                f"foreground: {self.n_foreground}/{self.n_subvolumes} subvolumes ({pct(self.foreground_fraction)}); "
-                f"mean of clip((HU{-lo:+g})/{hi - lo:g}, 0, 1) >= {self.threshold:g}, "
-                f"i.e. {self.threshold_hu:g} HU for a uniform subvolume",
+                f"foreground ({self.criterion} criterion): {self.n_foreground}/{self.n_subvolumes} subvolumes "
+                f"({pct(self.foreground_fraction)}); mean of clip((HU{-lo:+g})/{hi - lo:g}, 0, 1) {rule}",
                 f"(b) foreground masking, r={self.ratio:g}: {counts(self.foreground_masking)}",
                 f"(c) random masking, r={self.ratio:g}: {counts(self.random_masking)}",
                 f"patch {'x'.join(map(str, self.patch_size))} voxels at (z, y, x) = {self.offset}, "
@@ -262,6 +273,7 @@ def masking_example(
     seed: int = 0,
     fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
+    criterion: str = PAPER_MASKING.criterion,
 ) -> MaskingExample:
     """Crop a central patch, find its foreground subvolumes, draw a foreground and a random masking.
 
@@ -277,6 +289,7 @@ def masking_example(
         seed: seed of the torch.Generator; draws foreground masking, random masking, then the fills.
         fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``, applied to the windowed input.
         spacing: (z, y, x) spacing of a numpy ``image`` (default 1, 1, 1).
+        criterion: ``"fixed"`` (the paper's) or ``"otsu"`` (per patch, bounded below by ``threshold``).
 
     Returns:
         A :class:`MaskingExample`; its ``statistics`` hold the numbers.
@@ -288,7 +301,12 @@ def masking_example(
     patch, offset = center_crop(volume, size, pad_value=AIR_HU)
 
     x = torch.from_numpy(patch)[None, None]
-    fg = foreground_subvolumes(x, s, (lo, hi), threshold)
+    if criterion not in CRITERIA:
+        raise UserError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    fg = foreground_subvolumes(x, s, (lo, hi), threshold, criterion)
+    patch_threshold = float(threshold)
+    if criterion == "otsu":
+        patch_threshold = max(float(otsu_thresholds(windowed_block_means(x, s, (lo, hi)).flatten(1))[0]), patch_threshold)
     gen = torch.Generator().manual_seed(int(seed))
     fg_mask = sample_subvolume_mask(fg, ratio, "bernoulli", gen)
     rnd_mask = sample_subvolume_mask(fg, ratio, "random", gen)
@@ -310,6 +328,8 @@ def masking_example(
         n_foreground=int(fg.sum()),
         foreground_masking=_counts(fg_mask, fg),
         random_masking=_counts(rnd_mask, fg),
+        criterion=criterion,
+        patch_threshold=patch_threshold,
     )
     return MaskingExample(
         patch=patch,
@@ -333,9 +353,11 @@ def masking_statistics(
     ratio: float = PAPER_MASKING.ratio,
     seed: int = 0,
     spacing: Optional[Sequence[float]] = None,
+    criterion: str = PAPER_MASKING.criterion,
 ) -> MaskingStatistics:
     """The numbers of :func:`masking_example` (same arguments, same draws), without a figure."""
-    return masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, spacing=spacing).statistics
+    return masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, spacing=spacing,
+                           criterion=criterion).statistics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,6 +404,7 @@ def draw_masking(
     fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
     force: bool = False,
+    criterion: str = PAPER_MASKING.criterion,
 ) -> Path:
     """Draw the foreground masking and a random masking of a CT image's central patch.
 
@@ -390,7 +413,7 @@ def draw_masking(
         force: overwrite an existing ``output`` (refused without).
         output: figure file (``.png``; any format matplotlib writes by its suffix). Parent folders
             are created; an existing file is overwritten.
-        patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing: see
+        patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing, criterion: see
             :func:`masking_example`.
 
     Returns:
@@ -407,7 +430,7 @@ def draw_masking(
     formats = fig.canvas.get_supported_filetypes()
     if output.suffix.lower().lstrip(".") not in formats:
         raise UserError(f"Cannot tell the figure format of {output}: use a suffix such as .png (one of {sorted(formats)}).")
-    example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing)
+    example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing, criterion)
     stats = example.statistics
     s = stats.subvolume_size
 

@@ -9,7 +9,10 @@ the plans' normalization, :func:`nnunet_subfore.masking_setup.masker_for_plans`)
 - the share of foreground subvolumes per patch, per case (mean over its patches) and overall;
 - the expected masked share (``ratio x foreground`` for bernoulli selection, ``round(ratio x n) / N``
   for exact, ``ratio`` for random);
-- the cases with no foreground in any patch and those whose patches are all foreground.
+- the cases with no foreground in any patch and those whose patches are all foreground;
+- the same shares under the other criterion (fixed lambda or per-patch Otsu) on the same patches;
+- a dataset threshold: Otsu's threshold over the block means of all patches (windowed intensity), a
+  candidate lambda for ``nnunet-subfore plans --threshold-from masking_report.json``.
 
 Outputs (:func:`write_masking_report`): a PNG (histograms of the per-patch and per-case foreground
 shares), Markdown, CSV (one row per case) and JSON. The trainer class (its patch size and recipe)
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.masking import ForegroundMasker
+from nnunet_subfore.masking import ForegroundMasker, otsu_thresholds, windowed_block_means
 from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.recipe import PAPER_MASKING, MaskingRecipe
 from nnunet_subfore.reporting.threshold_analysis import refuse_existing
@@ -44,6 +47,7 @@ class MaskingReport:
 
     Attributes:
         dataset, plans_name, configuration: what was read.
+        dataset_otsu_lambda: Otsu's threshold over the windowed block means of all patches (a dataset lambda).
         patch_size: the trainer's patch.
         recipe: the masking settings.
         masker: the masker as the trainer builds it (window in normalized units).
@@ -62,6 +66,7 @@ class MaskingReport:
     n_subvolumes: int
     other_criteria: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    dataset_otsu_lambda: Optional[float] = None
 
     def case_share(self, case: str, shares: Optional[Dict[str, List[float]]] = None) -> float:
         return float(np.mean((shares or self.patch_shares)[case]))
@@ -135,6 +140,7 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
     shares: Dict[str, List[float]] = {}
     other_shares: Dict[str, Dict[str, List[float]]] = {name: {} for name in others}
     n_sub = math.prod(p // recipe.subvolume_size for p in patch)
+    block_means: List[torch.Tensor] = []
     for case in cases:
         if progress is not None:
             progress(case)
@@ -142,16 +148,26 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
                                   oversample_foreground_percent=OVERSAMPLE_FOREGROUND)
         data = loader.generate_train_batch()["data"]
         shares[case] = masker.foreground(data).flatten(1).float().mean(1).tolist()
+        if criterion_name(masker) in ("fixed", "otsu"):
+            block_means.append(windowed_block_means(data, masker.subvolume_size, masker.window).flatten().float())
         for name, other in others.items():
             other_shares[name][case] = other.foreground(data).flatten(1).float().mean(1).tolist()
     report = MaskingReport(preprocessed_dataset.name, manager.plans_name, configuration, patch, recipe, masker,
-                           shares, n_sub, other_shares, [note] if note else [])
+                           shares, n_sub, other_shares, [note])
+    if block_means:
+        report.dataset_otsu_lambda = float(otsu_thresholds(torch.cat(block_means)[None])[0])
     return report
 
 
 def _comparison_maskers(plans: dict, configuration: str, recipe: MaskingRecipe) -> Dict[str, Optional[ForegroundMasker]]:
-    """Maskers of the other criteria on the same data, for comparison (none yet besides the recipe's own)."""
-    return {}
+    """The fixed and Otsu criteria on the same data, where they apply (CT channels)."""
+    out: Dict[str, Optional[ForegroundMasker]] = {}
+    for criterion in ("fixed", "otsu"):
+        try:
+            out[criterion] = masker_for_plans(plans, configuration, recipe.with_changes(criterion=criterion))[0]
+        except (UserError, ValueError, KeyError):
+            out[criterion] = None
+    return out
 
 
 def criterion_name(masker: ForegroundMasker) -> str:
@@ -186,6 +202,10 @@ def summary_numbers(report: MaskingReport) -> dict:
     }
     for name, per in report.other_criteria.items():
         numbers[f"foreground_share_{name}"] = float(np.concatenate([np.asarray(v) for v in per.values()]).mean())
+    if report.dataset_otsu_lambda is not None:
+        lo, hi = report.recipe.window
+        numbers["dataset_otsu_lambda"] = report.dataset_otsu_lambda
+        numbers["dataset_otsu_lambda_hu"] = lo + report.dataset_otsu_lambda * (hi - lo)
     return numbers
 
 
@@ -210,6 +230,9 @@ def markdown(report: MaskingReport) -> str:
     ]
     for name in report.other_criteria:
         lines.append(f"| foreground subvolumes with the {name} criterion (same patches) | {_pct(n[f'foreground_share_{name}'])} |")
+    if "dataset_otsu_lambda" in n:
+        lines.append(f"| dataset threshold: Otsu over all block means | {n['dataset_otsu_lambda']:.3f} "
+                     f"({n['dataset_otsu_lambda_hu']:.1f} HU for a uniform block) |")
     lines += [
         "",
         f"Cases with no foreground in any patch: {', '.join(n['cases_without_foreground']) or 'none'}.",
@@ -275,8 +298,10 @@ def write_masking_report(report: MaskingReport, output_dir: Path, force: bool = 
     draw(report, paths["png"])
     paths["md"].write_text(markdown(report), encoding="utf-8")
     paths["csv"].write_text(csv_text(report), encoding="utf-8")
+    numbers = summary_numbers(report)
     record = {"dataset": report.dataset, "plans": report.plans_name, "configuration": report.configuration,
-              "patch_size": list(report.patch_size), "masker": repr(report.masker), **summary_numbers(report),
+              "patch_size": list(report.patch_size), "masker": repr(report.masker), "window": list(report.recipe.window),
+              **numbers,
               "per_patch": report.patch_shares}
     paths["json"].write_text(json.dumps(record, indent=1), encoding="utf-8")
     return list(paths.values())

@@ -364,11 +364,12 @@ def refuse_existing(paths, force: bool) -> None:
 
 
 def read_lambda(path: Path) -> Tuple[float, Tuple[float, float]]:
-    """lambda and window from a ``threshold_analysis.json``."""
+    """lambda and window from a ``threshold_analysis.json`` (its ``lambda``) or a ``masking_report.json`` (its
+    ``dataset_otsu_lambda``)."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        lam = float(record["lambda"])
+        lam = float(record["lambda"] if "lambda" in record else record["dataset_otsu_lambda"])
         window = (float(record["window"][0]), float(record["window"][1]))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path} is not a threshold_analysis.json with a lambda ({e}).") from e
+        raise UserError(f"{path} is not a threshold_analysis.json or masking_report.json with a lambda ({e}).") from e
     return lam, window

@@ -104,3 +104,25 @@ def test_bad_arguments_name_the_fix(half_air, tmp_path):
 def test_non_hu_input_warns():
     with pytest.warns(UserWarning, match="Hounsfield"):
         masking_statistics(np.random.default_rng(0).random((32, 32, 32), dtype=np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:The image's lowest value")  # a body patch without air, on purpose
+def test_the_otsu_criterion_is_drawn_and_counted(tmp_path):
+    import torch
+
+    from nnunet_subfore.cli import main
+    from nnunet_subfore.masking import foreground_subvolumes
+
+    hu = np.full((32, 32, 32), -100.0, dtype=np.float32)  # fat ...
+    hu[:, 16:, :] = 40.0  # ... and soft tissue: the fixed lambda takes both, Otsu only soft tissue
+    fixed = masking_statistics(hu)
+    otsu = masking_statistics(hu, criterion="otsu")
+    assert fixed.n_foreground == 8 and otsu.n_foreground == 4
+    assert otsu.patch_threshold == pytest.approx((75 / 425 + 215 / 425) / 2)
+    assert "otsu criterion" in otsu.describe() and "max(Otsu" in otsu.describe()
+    expected = foreground_subvolumes(torch.from_numpy(hu)[None, None], criterion="otsu")
+    assert otsu.n_foreground == int(expected.sum())
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(path))
+    assert main(["show-masking", str(path), "-o", str(tmp_path / "otsu.png"), "--criterion", "otsu"]) == 0
+    assert (tmp_path / "otsu.png").stat().st_size > 10_000

@@ -92,10 +92,28 @@ def test_the_report_agrees_with_the_library_masks(preprocessed, tmp_path):
     rows = {line.split(",")[0]: line.split(",") for line in (tmp_path / "out" / "masking_report.csv").read_text().splitlines()[1:]}
     for case, share in expected.items():
         assert float(rows[case][2]) == pytest.approx(share) and float(rows[case][5]) == pytest.approx(0.6 * share)
-    assert json.loads((tmp_path / "out" / "masking_report.json").read_text())["cases_without_foreground"] == ["air"]
+    record = json.loads((tmp_path / "out" / "masking_report.json").read_text())
+    assert record["cases_without_foreground"] == ["air"]
+    # the other criterion on the same patches, as the library computes it
+    otsu, _ = masker_for_plans(plans(), "3d_fullres", PAPER_MASKING.with_changes(criterion="otsu"))
+    for case, hu in crafted_cases().items():
+        if case != "small":
+            want = float(otsu.foreground(torch.from_numpy(normalized(hu))[None]).float().mean())
+            assert report.other_criteria["otsu"][case] == pytest.approx([want] * 3), case
+    assert report.other_criteria["otsu"]["checker"][0] < expected["checker"]  # Otsu drops the fat blocks
+    assert 0.1 < record["dataset_otsu_lambda"] < 1 and record["window"] == [-175.0, 250.0]
     assert len(files) == 4 and (tmp_path / "out" / "masking_report.png").stat().st_size > 10_000
     with pytest.raises(UserError, match="--force"):
         write_masking_report(report, tmp_path / "out")
+
+
+def test_a_dataset_threshold_from_the_report_feeds_the_plans(preprocessed, tmp_path):
+    from nnunet_subfore.plans import masking_settings
+
+    report = masking_report(preprocessed, plans(), "3d_fullres", PATCH, PAPER_MASKING, patches_per_case=1)
+    write_masking_report(report, tmp_path / "out")
+    settings = masking_settings(threshold_from=tmp_path / "out" / "masking_report.json")
+    assert settings["threshold"] == pytest.approx(report.dataset_otsu_lambda)
 
 
 def test_exact_selection_expects_the_rounded_count(preprocessed):
