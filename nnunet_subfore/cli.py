@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, help=f"masking: ratio (paper {PAPER_MASKING.ratio:g})")
     p.add_argument("--selection", choices=["bernoulli", "exact", "random"], help="masking: selection (paper bernoulli)")
     p.add_argument("--fill", choices=["noise", "zero"], help="masking: fill (paper noise)")
-    p.add_argument("--criterion", choices=["fixed", "otsu"], help="masking: fixed lambda (paper) or per-patch Otsu "
-                   "bounded below by lambda")
+    p.add_argument("--criterion", choices=["fixed", "otsu", "nonzero"], help="masking: fixed lambda (paper), per-patch "
+                   "Otsu bounded below by lambda, or nonzero (MRI: share inside the nonzero region >= threshold)")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")
@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_masking_report)
 
     p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
-    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU")
+    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU (or MRI with --criterion nonzero)")
     p.add_argument("-o", dest="output", required=True, help="output PNG")
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="crop this patch around the centre")
     p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
@@ -359,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
     p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--criterion", choices=["fixed", "otsu"], default=PAPER_MASKING.criterion,
-                   help="fixed: the paper's lambda; otsu: per patch, Otsu over its block means, never below lambda")
+    p.add_argument("--criterion", choices=["fixed", "otsu", "nonzero"], default=PAPER_MASKING.criterion,
+                   help="fixed: the paper's lambda; otsu: per patch, Otsu over its block means, never below lambda; "
+                   "nonzero (MRI): share of the subvolume inside the nonzero region >= --threshold")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_show_masking)
     return parser

@@ -126,6 +126,21 @@ def otsu_thresholds(values: torch.Tensor) -> torch.Tensor:
     return torch.where(distinct.any(1), threshold, torch.full_like(threshold, -torch.inf))
 
 
+def nonzero_subvolumes(x: torch.Tensor, subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
+                       min_share: float = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """The criterion for non-CT data: bool (B, D/s, H/s, W/s), True where at least ``min_share`` of the
+    subvolume's voxels lie inside the nonzero region (any channel != 0).
+
+    nnU-Net's ``ZScoreNormalization`` with ``use_mask_for_norm`` (BraTS, most MRI) leaves the voxels outside
+    the nonzero region at exactly 0, and its data loader pads with 0, so this region is the brain or body.
+    """
+    _check_volume(x, subvolume_size, "x")
+    s = subvolume_size
+    inside = (x != 0).any(1).to(torch.float32)
+    share = _block_sums(inside.contiguous(), s) / s ** 3
+    return share >= min_share
+
+
 def _foreground_from_clamped(clamped: torch.Tensor, subvolume_size: int, lo: float, hi: float,
                              threshold: float, criterion: str = "fixed") -> torch.Tensor:
     """Criterion on channel 0 already clamped to [lo, hi], shape (B, D, H, W) (a channel slice of a contiguous batch is fine).
@@ -173,13 +188,16 @@ def foreground_subvolumes(
             Otsu's over the patch's block means (the split of largest between-class variance: between
             air and body in a patch of air and soft tissue, between fat and soft tissue where fat
             blocks make the larger contrast), never below ``threshold``, so what the fixed criterion
-            calls background stays background; a uniform patch keeps ``threshold``.
+            calls background stays background; a uniform patch keeps ``threshold``. ``"nonzero"`` (non-CT):
+            :func:`nonzero_subvolumes` with ``threshold`` as the share (``window`` unused).
 
     Returns:
         bool tensor (B, D/s, H/s, W/s), True for foreground subvolumes.
     """
     _check_volume(hu, subvolume_size, "hu")
     _check_criterion(criterion)
+    if criterion == "nonzero":
+        return nonzero_subvolumes(hu, subvolume_size, threshold)
     lo, hi = _check_window(window)
     clamped = _clamped_channel0(hu, lo, hi).contiguous()
     return _foreground_from_clamped(clamped, subvolume_size, lo, hi, threshold, criterion)
@@ -295,7 +313,7 @@ class ForegroundMasker:
         ratio: masking ratio (paper: 0.6).
         selection: ``"bernoulli"``, ``"exact"`` or ``"random"`` (see :func:`sample_subvolume_mask`).
         fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``.
-        criterion: ``"fixed"`` (the paper's) or ``"otsu"`` (see :func:`foreground_subvolumes`).
+        criterion: ``"fixed"`` (the paper's), ``"otsu"`` or ``"nonzero"`` (see :func:`foreground_subvolumes`).
     """
 
     def __init__(
@@ -370,7 +388,10 @@ class ForegroundMasker:
         s = self.subvolume_size
         lo, hi = self.window
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        fg = _foreground_from_clamped(_clamped_channel0(x, lo, hi, out=out), s, lo, hi, self.threshold, self.criterion)
+        if self.criterion == "nonzero":
+            fg = nonzero_subvolumes(x, s, self.threshold)
+        else:
+            fg = _foreground_from_clamped(_clamped_channel0(x, lo, hi, out=out), s, lo, hi, self.threshold, self.criterion)
         sub = sample_subvolume_mask(fg, self.ratio, self.selection, generator)
         x8, out8, m = subvolume_view(x, s), subvolume_view(out, s), broadcastable_subvolume_mask(sub)
         if self.fill == "noise":

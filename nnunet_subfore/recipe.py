@@ -16,8 +16,11 @@ from typing import Any, Dict, Mapping, Tuple
 SELECTIONS = ("bernoulli", "exact", "random")
 #: How the foreground subvolumes are found (see :func:`nnunet_subfore.masking.foreground_subvolumes`):
 #: ``"fixed"`` the paper's global lambda; ``"otsu"`` per patch, Otsu's threshold over the patch's block
-#: means, never below lambda.
-CRITERIA = ("fixed", "otsu")
+#: means, never below lambda; ``"nonzero"`` for non-CT data (MRI): the share of the subvolume inside the
+#: nonzero region (any channel != 0) is at least the threshold.
+CRITERIA = ("fixed", "otsu", "nonzero")
+#: The criteria that read Hounsfield units through the window.
+HU_CRITERIA = ("fixed", "otsu")
 #: What masked voxels are filled with (see :func:`nnunet_subfore.masking.fill_masked`).
 FILLS = ("noise", "zero")
 
@@ -42,8 +45,9 @@ class MaskingRecipe:
         selection: ``"bernoulli"`` (each foreground subvolume independently, the authors' code),
             ``"exact"`` (exactly ``round(ratio * n)``) or ``"random"`` (the ablation: any subvolume).
         fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``.
-        criterion: ``"fixed"`` (the paper's: block mean >= threshold) or ``"otsu"`` (per patch: block mean
-            >= max(Otsu's threshold over the patch's block means, threshold)); see :data:`CRITERIA`.
+        criterion: ``"fixed"`` (the paper's: block mean >= threshold), ``"otsu"`` (per patch: block mean
+            >= max(Otsu's threshold over the patch's block means, threshold)) or ``"nonzero"`` (non-CT:
+            share of the block inside the nonzero region >= threshold); see :data:`CRITERIA`.
     """
 
     window: Tuple[float, float] = (-175.0, 250.0)
@@ -90,6 +94,10 @@ class MaskingRecipe:
 
     def describe(self) -> str:
         """One line: every setting, the threshold also in HU."""
+        if self.criterion == "nonzero":
+            return (f"criterion nonzero: share of the subvolume inside the nonzero region >= {self.threshold:g}, "
+                    f"subvolumes {self.subvolume_size}^3, ratio {self.ratio:g}, selection {self.selection}, "
+                    f"fill {self.fill}")
         criterion = "" if self.criterion == "fixed" else f"criterion {self.criterion} (bounded below by) "
         return (f"window {self.window} HU, {criterion}threshold {self.threshold:g} ({self.threshold_hu:.1f} HU for a uniform "
                 f"block), subvolumes {self.subvolume_size}^3, ratio {self.ratio:g}, selection {self.selection}, "

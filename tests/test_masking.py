@@ -318,3 +318,20 @@ def test_the_masker_masks_only_otsu_foreground():
     from nnunet_subfore.recipe import PAPER_MASKING
 
     assert ForegroundMasker.from_recipe(PAPER_MASKING.with_changes(criterion="otsu")).criterion == "otsu"
+
+
+# ---------------------------------------------------------------------------------------------- nonzero criterion
+from nnunet_subfore.masking import nonzero_subvolumes  # noqa: E402
+
+
+def test_nonzero_criterion_counts_the_share_inside_the_nonzero_region_of_any_channel():
+    x = torch.zeros(1, 2, 16, 16, 64)  # four blocks along x
+    x[:, 0, :, :, 0:16] = 1.5  # block 0: all inside (channel 0)
+    x[:, 1, :8, :, 16:32] = -0.7  # block 1: half inside, through channel 1 only (z-scores may be negative)
+    x[:, 0, :1, :, 32:48] = 0.3  # block 2: 1/16 inside
+    assert nonzero_subvolumes(x, 16, 0.1).flatten().tolist() == [True, True, False, False]
+    assert nonzero_subvolumes(x, 16, 0.05).flatten().tolist() == [True, True, True, False]
+    assert torch.equal(foreground_subvolumes(x, criterion="nonzero"), nonzero_subvolumes(x))
+    out = ForegroundMasker(ratio=1.0, fill="zero", criterion="nonzero")(x)
+    assert out.subvolume_mask.flatten().tolist() == [True, True, False, False]
+    assert out.masked[..., :32].abs().sum() == 0 and torch.equal(out.masked[..., 32:], x[..., 32:])

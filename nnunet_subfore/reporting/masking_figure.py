@@ -142,6 +142,15 @@ class MaskingStatistics:
             )
 
         lo, hi = self.window
+        if self.criterion == "nonzero":
+            return "\n".join([
+                f"foreground (nonzero criterion): {self.n_foreground}/{self.n_subvolumes} subvolumes "
+                f"({pct(self.foreground_fraction)}); share of the subvolume inside the nonzero region >= {self.threshold:g}",
+                f"(b) foreground masking, r={self.ratio:g}: {counts(self.foreground_masking)}",
+                f"(c) random masking, r={self.ratio:g}: {counts(self.random_masking)}",
+                f"patch {'x'.join(map(str, self.patch_size))} voxels at (z, y, x) = {self.offset}, "
+                f"subvolumes {self.subvolume_size}^3, grid {'x'.join(map(str, self.grid))}, seed {self.seed}",
+            ])
         if self.criterion == "fixed":
             rule = f">= {self.threshold:g}, i.e. {self.threshold_hu:g} HU for a uniform subvolume"
         else:
@@ -192,7 +201,8 @@ class MaskingExample:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None,
+            expect_hu: bool = True) -> Tuple[np.ndarray, Tuple[float, float, float]]:
     """A CT volume in HU as float32 (z, y, x) and its (z, y, x) spacing.
 
     Args:
@@ -200,6 +210,7 @@ def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tupl
             series, or a numpy array (z, y, x) already in HU. Files are reoriented to LPS (axial
             slices with anterior up, patient's right on the left), see :func:`nnunet_subfore.data.ct_io.read_ct`.
         spacing: (z, y, x) spacing for a numpy array (default 1, 1, 1); ignored for files.
+        expect_hu: warn when the volume holds no air (False for MRI and the nonzero criterion).
     """
     if isinstance(image, np.ndarray):
         if image.ndim != 3:
@@ -212,7 +223,7 @@ def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tupl
         from nnunet_subfore.data.ct_io import read_ct
 
         volume, sp = read_ct(image)
-    if volume.size and float(volume.min()) > BODY_THRESHOLD_HU:
+    if expect_hu and volume.size and float(volume.min()) > BODY_THRESHOLD_HU:
         warnings.warn(
             f"The image's lowest value is {float(volume.min()):g}, no air (about {AIR_HU:g} HU): it does not look like "
             f"CT in Hounsfield units. The foreground criterion assumes HU; pass a raw CT image, not a normalized one.",
@@ -295,14 +306,18 @@ def masking_example(
         A :class:`MaskingExample`; its ``statistics`` hold the numbers.
     """
     lo, hi = _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill)
-    volume, spacing = load_ct(image, spacing)
-    s = int(subvolume_size)
-    size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
-    patch, offset = center_crop(volume, size, pad_value=AIR_HU)
-
-    x = torch.from_numpy(patch)[None, None]
     if criterion not in CRITERIA:
         raise UserError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    nonzero = criterion == "nonzero"
+    volume, spacing = load_ct(image, spacing, expect_hu=not nonzero)
+    s = int(subvolume_size)
+    size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
+    patch, offset = center_crop(volume, size, pad_value=0.0 if nonzero else AIR_HU)
+    if nonzero:  # MRI: shown scaled to [0, 1] by its own range; the criterion reads the nonzero region only
+        inside = patch[patch != 0]
+        lo, hi = (0.0, float(np.percentile(np.abs(inside), 99.5)) or 1.0) if inside.size else (0.0, 1.0)
+
+    x = torch.from_numpy(patch)[None, None]
     fg = foreground_subvolumes(x, s, (lo, hi), threshold, criterion)
     patch_threshold = float(threshold)
     if criterion == "otsu":
@@ -464,7 +479,8 @@ def draw_masking(
             if j == 0:
                 ax.set_ylabel(row_title, fontsize=10)
     fig.suptitle(
-        "HU-based foreground masking vs random masking\n" + stats.describe(), fontsize=9, horizontalalignment="center"
+        ("Nonzero-region" if stats.criterion == "nonzero" else "HU-based") + " foreground masking vs random masking\n"
+        + stats.describe(), fontsize=9, horizontalalignment="center"
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110, metadata={"Software": None} if output.suffix.lower() == ".png" else None)

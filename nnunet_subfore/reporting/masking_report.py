@@ -4,7 +4,8 @@
 (``nnUNetDataLoader``: its crops, its padding with 0, its foreground oversampling of a third of each
 batch, as in training) at the trainer's patch size, evaluates the masking criterion exactly as the
 trainer does (:class:`nnunet_subfore.masking.ForegroundMasker` with the recipe's window mapped through
-the plans' normalization, :func:`nnunet_subfore.masking_setup.masker_for_plans`), and reports
+the plans' normalization, or the nonzero-region criterion of MRI plans:
+:func:`nnunet_subfore.masking_setup.masker_for_plans`), and reports
 
 - the share of foreground subvolumes per patch, per case (mean over its patches) and overall;
 - the expected masked share (``ratio x foreground`` for bernoulli selection, ``round(ratio x n) / N``
@@ -33,7 +34,7 @@ import torch
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.masking import ForegroundMasker, otsu_thresholds, windowed_block_means
 from nnunet_subfore.masking_setup import masker_for_plans
-from nnunet_subfore.recipe import PAPER_MASKING, MaskingRecipe
+from nnunet_subfore.recipe import HU_CRITERIA, PAPER_MASKING, MaskingRecipe
 from nnunet_subfore.reporting.threshold_analysis import refuse_existing
 
 OUTPUT_STEM = "masking_report"
@@ -135,8 +136,9 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
     if max_cases is not None and 0 < max_cases < len(cases):
         cases = [cases[int(i)] for i in np.linspace(0, len(cases) - 1, max_cases).round()]
     np.random.seed(seed)
-    others = {name: m for name, m in _comparison_maskers(plans, configuration, recipe).items()
-              if m is not None and name != criterion_name(masker)}
+    others = {} if criterion_name(masker) not in HU_CRITERIA else {
+        name: m for name, m in _comparison_maskers(plans, configuration, recipe).items()
+        if m is not None and name != criterion_name(masker)}
     shares: Dict[str, List[float]] = {}
     other_shares: Dict[str, Dict[str, List[float]]] = {name: {} for name in others}
     n_sub = math.prod(p // recipe.subvolume_size for p in patch)
@@ -148,7 +150,7 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
                                   oversample_foreground_percent=OVERSAMPLE_FOREGROUND)
         data = loader.generate_train_batch()["data"]
         shares[case] = masker.foreground(data).flatten(1).float().mean(1).tolist()
-        if criterion_name(masker) in ("fixed", "otsu"):
+        if criterion_name(masker) in HU_CRITERIA:
             block_means.append(windowed_block_means(data, masker.subvolume_size, masker.window).flatten().float())
         for name, other in others.items():
             other_shares[name][case] = other.foreground(data).flatten(1).float().mean(1).tolist()

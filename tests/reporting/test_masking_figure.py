@@ -126,3 +126,16 @@ def test_the_otsu_criterion_is_drawn_and_counted(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(hu), str(path))
     assert main(["show-masking", str(path), "-o", str(tmp_path / "otsu.png"), "--criterion", "otsu"]) == 0
     assert (tmp_path / "otsu.png").stat().st_size > 10_000
+
+
+def test_mri_is_drawn_with_the_nonzero_criterion(tmp_path):
+    import warnings
+
+    mri = np.zeros((32, 32, 64), dtype=np.float32)
+    mri[:, :, :24] = np.random.default_rng(1).normal(300.0, 50.0, (32, 32, 24))  # brain on the left 24 columns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not HU" warning for MRI
+        stats = masking_statistics(mri, criterion="nonzero")
+    assert stats.n_foreground == 4 * 2 and "nonzero criterion" in stats.describe()  # x blocks 0 and 1 (8/16 inside)
+    draw_masking(mri, tmp_path / "mri.png", criterion="nonzero")
+    assert (tmp_path / "mri.png").stat().st_size > 10_000

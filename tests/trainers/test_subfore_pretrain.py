@@ -120,3 +120,15 @@ def test_a_pretraining_run_uses_and_logs_the_preset_s_settings(demo_run):
     assert "from the plans' subfore_masking" in log
     metrics = json.loads((fold / "validation" / "reconstruction_metrics.json").read_text())
     assert "threshold=0.3" in metrics["masking"] and "ratio=0.5" in metrics["masking"] and "'zero'" in metrics["masking"]
+
+
+def test_mri_plans_are_masked_by_the_nonzero_region_and_unusable_plans_refused():
+    mri = plans()
+    mri["configurations"]["3d_fullres"].update(normalization_schemes=["ZScoreNormalization"], use_mask_for_norm=[True])
+    masker = bare_trainer(mri).build_masker()
+    assert masker.criterion == "nonzero"
+    mri["configurations"]["3d_fullres"]["use_mask_for_norm"] = [False]
+    from nnunet_subfore.masking_setup import NoCriterionError
+
+    with pytest.raises(NoCriterionError, match="neither"):
+        bare_trainer(mri).build_masker()
