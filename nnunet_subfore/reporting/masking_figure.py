@@ -43,6 +43,7 @@ from nnunet_subfore.masking import (
     windowed_block_means,
     windowed_intensity,
 )
+from nnunet_subfore.reporting.canvas import save_figure, wrap_title
 from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, CRITERIA, FILLS, PAPER_MASKING
 
 MAX_DEFAULT_SIDE = 96
@@ -478,10 +479,9 @@ def draw_masking(
                 ax.set_title(f"{view} ({where})", fontsize=10)
             if j == 0:
                 ax.set_ylabel(row_title, fontsize=10)
-    fig.suptitle(
-        ("Nonzero-region" if stats.criterion == "nonzero" else "HU-based") + " foreground masking vs random masking\n"
-        + stats.describe(), fontsize=9, horizontalalignment="center"
-    )
+    title = (("Nonzero-region" if stats.criterion == "nonzero" else "HU-based") + " foreground masking vs random masking\n"
+             + stats.describe())
+    fig.suptitle(wrap_title(fig, title, 9), fontsize=9, horizontalalignment="center")
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110, metadata={"Software": None} if output.suffix.lower() == ".png" else None)
+    save_figure(fig, output, dpi=110)
     return output

@@ -35,6 +35,7 @@ from nnunet_subfore.errors import UserError
 from nnunet_subfore.masking import ForegroundMasker, otsu_thresholds, windowed_block_means
 from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.recipe import HU_CRITERIA, PAPER_MASKING, MaskingRecipe
+from nnunet_subfore.reporting.canvas import save_figure, wrap_title
 from nnunet_subfore.reporting.threshold_analysis import refuse_existing
 
 OUTPUT_STEM = "masking_report"
@@ -285,11 +286,11 @@ def draw(report: MaskingReport, output: Path) -> None:
     axes[1].set_xlabel("foreground share of a case (mean of its patches)")
     axes[1].set_ylabel("cases")
     axes[1].set_title(f"{n['cases']} cases", fontsize=10)
-    fig.suptitle(f"Foreground subvolumes as the trainer sees them: {report.dataset}\n{report.plans_name} "
-                 f"{report.configuration}, patch {'x'.join(map(str, report.patch_size))}, subvolumes "
-                 f"{report.recipe.subvolume_size}^3, ratio {report.recipe.ratio:g} ({report.recipe.selection})",
-                 fontsize=10)
-    fig.savefig(output, dpi=100, metadata={"Software": None})
+    fig.suptitle(wrap_title(fig, f"Foreground subvolumes as the trainer sees them: {report.dataset}\n{report.plans_name} "
+                            f"{report.configuration}, patch {'x'.join(map(str, report.patch_size))}, subvolumes "
+                            f"{report.recipe.subvolume_size}^3, ratio {report.recipe.ratio:g} ({report.recipe.selection})",
+                            10), fontsize=10)
+    save_figure(fig, output, dpi=100)
 
 
 def write_masking_report(report: MaskingReport, output_dir: Path, force: bool = False) -> List[Path]:

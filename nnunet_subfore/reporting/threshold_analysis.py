@@ -35,6 +35,7 @@ import numpy as np
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.recipe import PAPER_MASKING
+from nnunet_subfore.reporting.canvas import save_figure, wrap_title, wrap_to_width
 
 #: Histogram bins over the windowed intensity [0, 1].
 N_BINS = 100
@@ -319,7 +320,7 @@ def draw(analysis: ThresholdAnalysis, output: Path) -> None:
                              (axes[1], analysis.block_counts, f"{analysis.subvolume_size}^3 blocks (by block mean)")):
         for name, c in counts.items():
             if c.sum():
-                ax.step(centres, c / c.sum(), where="mid", label=f"{name} ({int(c.sum())})",
+                ax.step(centres, c / c.sum(), where="mid", label=wrap_to_width(f"{name} ({int(c.sum())})", 2.2, 7),
                         color=colour[name], linestyle="--" if name in ("mixed", "labelled") else "-")
         ax.axvline(n["paper_lambda"], color="black", linestyle="--", label=f"paper lambda {n['paper_lambda']:g}")
         ax.axvline(n["lambda"], color="red", linewidth=2, label=f"lambda {n['lambda']:.3f}\n(fewest misclassified blocks)")
@@ -333,9 +334,9 @@ def draw(analysis: ThresholdAnalysis, output: Path) -> None:
         top = ax.secondary_xaxis("top", functions=(analysis.hu, lambda hu: (hu - analysis.window[0]) /
                                                    (analysis.window[1] - analysis.window[0])))
         top.set_xlabel("HU of a uniform block", fontsize=8)
-    fig.suptitle(f"Threshold analysis of {analysis.dataset} ({len(analysis.cases)} cases): windowed intensity of "
-                 f"background and labels", fontsize=11, wrap=True)
-    fig.savefig(output, dpi=100, metadata={"Software": None})
+    fig.suptitle(wrap_title(fig, f"Threshold analysis of {analysis.dataset} ({len(analysis.cases)} cases): windowed "
+                            f"intensity of background and labels", 11), fontsize=11)
+    save_figure(fig, output, dpi=100)
 
 
 def write_threshold_analysis(analysis: ThresholdAnalysis, output_dir: Path, force: bool = False) -> List[Path]:

@@ -139,3 +139,10 @@ def test_mri_is_drawn_with_the_nonzero_criterion(tmp_path):
     assert stats.n_foreground == 4 * 2 and "nonzero criterion" in stats.describe()  # x blocks 0 and 1 (8/16 inside)
     draw_masking(mri, tmp_path / "mri.png", criterion="nonzero")
     assert (tmp_path / "mri.png").stat().st_size > 10_000
+
+
+def test_the_figure_keeps_its_title_inside(half_air, tmp_path):
+    from subfore_test_helpers import ink_on_border
+
+    path = draw_masking(half_air, tmp_path / "m.png", criterion="otsu")
+    assert not ink_on_border(path)

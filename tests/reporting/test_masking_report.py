@@ -103,6 +103,9 @@ def test_the_report_agrees_with_the_library_masks(preprocessed, tmp_path):
     assert report.other_criteria["otsu"]["checker"][0] < expected["checker"]  # Otsu drops the fat blocks
     assert 0.1 < record["dataset_otsu_lambda"] < 1 and record["window"] == [-175.0, 250.0]
     assert len(files) == 4 and (tmp_path / "out" / "masking_report.png").stat().st_size > 10_000
+    from subfore_test_helpers import ink_on_border
+
+    assert not ink_on_border(tmp_path / "out" / "masking_report.png")
     with pytest.raises(UserError, match="--force"):
         write_masking_report(report, tmp_path / "out")
 

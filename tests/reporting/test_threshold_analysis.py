@@ -52,6 +52,9 @@ def test_the_command_writes_png_md_csv_json_and_refuses_to_overwrite(labelled, t
     record = json.loads((out / "threshold_analysis.json").read_text())
     assert len(record["cases"]) == 2 and 0 < record["lambda"] < 1
     assert (out / "threshold_analysis.png").stat().st_size > 10_000
+    from subfore_test_helpers import ink_on_border
+
+    assert not ink_on_border(out / "threshold_analysis.png")
     csv = (out / "threshold_analysis.csv").read_text().splitlines()
     assert csv[0].startswith("u_low,u_high,voxels_background") and len(csv) == 101
     assert "| lambda" in (out / "threshold_analysis.md").read_text()
