@@ -25,7 +25,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -231,7 +231,3 @@ def raw_dataset_folder(raw_root: Union[str, Path, None], dataset_name: str) -> O
     folder = Path(raw_root) / dataset_name
     return folder if (folder / "dataset.json").is_file() else None
 
-
-def fingerprint_summary(cases: Mapping[str, Sequence[str]]) -> Tuple[int, int]:
-    """(cases, images) of a ``{case: [fingerprints]}``."""
-    return len(cases), sum(len(v) for v in cases.values())

@@ -1,6 +1,5 @@
 """The leakage guard: content fingerprints find the same scan under another name and format, and nothing else."""
 
-import json
 from pathlib import Path
 
 import numpy as np
