@@ -54,8 +54,20 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_plans(args) -> int:
-    from nnunet_subfore.plans import PAPER_PATCH_SIZE, TINY_CNN_PATCH_SIZE, write_subfore_plans
+    from nnunet_subfore.plans import (
+        PAPER_PATCH_SIZE,
+        TINY_CNN_PATCH_SIZE,
+        checked_masking,
+        masking_settings,
+        write_subfore_plans,
+    )
 
+    masking = masking_settings(
+        threshold=args.threshold, threshold_hu=args.threshold_hu,
+        threshold_from=Path(args.threshold_from) if args.threshold_from else None,
+        window=tuple(args.window) if args.window else None, subvolume_size=args.subvolume_size, ratio=args.ratio,
+        selection=args.selection, fill=args.fill, criterion=args.criterion,
+    )
     out = write_subfore_plans(
         args.dataset,
         patch_size=tuple(args.patch) if args.patch else (TINY_CNN_PATCH_SIZE if args.tiny_cnn else PAPER_PATCH_SIZE),
@@ -66,8 +78,13 @@ def _cmd_plans(args) -> int:
         configuration=args.configuration,
         force=args.force,
         tiny_cnn=args.tiny_cnn,
+        masking=masking or None,
     )
     print(f"Wrote {out}")
+    if masking:
+        print(f"Masking settings (subfore_masking): {masking}; with the paper's for the rest: "
+              f"{checked_masking(masking).describe()}. Each setting gets its own results folder through its "
+              f"--plans-name (now {args.plans_name!r}).")
     name = out.parent.name
     if args.hu_window:
         print(f"Preprocess it:  nnUNetv2_preprocess -d {name} -plans_name {args.plans_name} -c {args.configuration}")
@@ -131,8 +148,89 @@ def _cmd_show_masking(args) -> int:
         ratio=args.ratio,
         seed=args.seed,
         force=args.force,
+        criterion=args.criterion,
     )
     print(f"wrote {out}")
+    return 0
+
+
+def _cmd_check_overlap(args) -> int:
+    from nnunet_subfore.data.fingerprints import check_overlap
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+
+    if len(args.datasets) != 2:
+        raise UserError(f"Give two datasets: -d PRETRAIN_ID -d DOWNSTREAM_ID (got {len(args.datasets)}).")
+    raw = nnunet_folder("raw", args.raw_root)
+    pretrain, downstream = (raw / find_dataset_name(d, raw) for d in args.datasets)
+    report = check_overlap(pretrain, downstream, [Path(p) for p in args.images or []],
+                           progress=lambda case: print(f"  fingerprinting {case}", file=sys.stderr, flush=True)
+                           if args.verbose else None)
+    print(report.describe())
+    return 1 if report.shared else 0
+
+
+def _cmd_threshold_analysis(args) -> int:
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+    from nnunet_subfore.reporting.threshold_analysis import (
+        markdown,
+        output_paths,
+        refuse_existing,
+        threshold_analysis,
+        write_threshold_analysis,
+    )
+
+    raw = nnunet_folder("raw", args.raw_root)
+    name = find_dataset_name(args.dataset, raw)
+    output = Path(args.output) if args.output else nnunet_folder("results") / name / "subfore_threshold_analysis"
+    refuse_existing(output_paths(output).values(), args.force)  # before the long part
+    analysis = threshold_analysis(raw / name, window=tuple(args.window), subvolume_size=args.subvolume_size,
+                                  max_cases=args.max_cases,
+                                  progress=lambda case: print(f"  reading {case}", file=sys.stderr, flush=True))
+    print(markdown(analysis))
+    for path in write_threshold_analysis(analysis, output, force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_masking_report(args) -> int:
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+    from nnunet_subfore.plans import read_plans
+    from nnunet_subfore.registry import find_trainer_class
+    from nnunet_subfore.reporting.masking_report import markdown, masking_report, output_paths, write_masking_report
+    from nnunet_subfore.reporting.threshold_analysis import refuse_existing
+
+    trainer = find_trainer_class(args.trainer)
+    if getattr(trainer, "masking", None) is None:
+        raise UserError(f"{args.trainer} is not a pretraining trainer (it has no masking recipe).")
+    preprocessed = nnunet_folder("preprocessed", args.preprocessed_root)
+    name = find_dataset_name(args.dataset, preprocessed)
+    plans = read_plans(preprocessed / name / f"{args.plans}.json")
+    configurations = plans["configurations"]
+    if args.configuration not in configurations:
+        raise UserError(f"The plans {args.plans!r} have no configuration {args.configuration!r} (available: "
+                        f"{sorted(configurations)}).")
+    from nnunet_subfore.intensity import resolve_configuration
+
+    planned = resolve_configuration(configurations, args.configuration)["patch_size"]
+    try:
+        recipe, _ = trainer.recipe_for_plans(plans)
+    except SystemExit as e:
+        raise UserError(str(e).strip()) from None
+    from nnunet_subfore.paths import trainer_output_folder
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    patch, _ = trainer.fitted_patch_size(planned, PlansManager(plans).get_configuration(args.configuration),
+                                         masking=recipe)
+    output = (Path(args.output) if args.output else trainer_output_folder(
+        nnunet_folder("results") / name, "subfore_masking_report", args.trainer, args.plans, args.configuration))
+    refuse_existing(output_paths(output).values(), args.force)
+    if args.patches_per_case < 1:
+        raise UserError(f"--patches-per-case must be >= 1, got {args.patches_per_case}.")
+    report = masking_report(preprocessed / name, plans, args.configuration, patch, recipe,
+                            patches_per_case=args.patches_per_case, seed=args.seed, max_cases=args.max_cases)
+    print(markdown(report))
+    for path in write_masking_report(report, output, force=args.force):
+        print(f"wrote {path}")
     return 0
 
 
@@ -192,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny-cnn", action="store_true",
                    help="a tiny version of the source plans' CNN (3 stages, 16-64 features, patch 32^3, batch 2) for "
                         "CPU demos and tests; same data identifier, no new preprocessing")
+    p.add_argument("--threshold", type=float, help=f"masking: lambda on the windowed intensity (paper {PAPER_MASKING.threshold:g})")
+    p.add_argument("--threshold-hu", type=float, help="masking: lambda as the HU of a uniform block (with --window or "
+                   f"the paper's; the paper's lambda is {PAPER_MASKING.threshold_hu:g} HU)")
+    p.add_argument("--threshold-from", metavar="JSON", help="masking: lambda and window of a threshold-analysis json")
+    p.add_argument("--window", nargs=2, type=float, metavar=("LO", "HI"),
+                   help=f"masking: HU window of the criterion (paper {PAPER_MASKING.window[0]:g} {PAPER_MASKING.window[1]:g}); "
+                   "not the normalization (--hu-window)")
+    p.add_argument("--subvolume-size", type=int, help=f"masking: subvolume side (paper {PAPER_MASKING.subvolume_size})")
+    p.add_argument("--ratio", type=float, help=f"masking: ratio (paper {PAPER_MASKING.ratio:g})")
+    p.add_argument("--selection", choices=["bernoulli", "exact", "random"], help="masking: selection (paper bernoulli)")
+    p.add_argument("--fill", choices=["noise", "zero"], help="masking: fill (paper noise)")
+    p.add_argument("--criterion", choices=["fixed", "otsu", "nonzero"], help="masking: fixed lambda (paper), per-patch "
+                   "Otsu bounded below by lambda, or nonzero (MRI: share inside the nonzero region >= threshold)")
     p.add_argument("--source-plans", default="nnUNetPlans")
     p.add_argument("--plans-name", default="SubForePlans")
     p.add_argument("-c", dest="configuration", default="3d_fullres")
@@ -218,8 +329,46 @@ def build_parser() -> argparse.ArgumentParser:
                    "its dice__PLANS__CONFIGURATION.{md,csv,png} are rewritten on every run")
     p.set_defaults(func=_cmd_summarize)
 
+    p = sub.add_parser("check-overlap", help="find cases of a downstream dataset that were pretraining cases "
+                       "(same voxels under another name or format); exit 1 when any is found")
+    p.add_argument("-d", dest="datasets", action="append", required=True,
+                   help="twice: -d PRETRAIN_ID -d DOWNSTREAM_ID (IDs or DatasetXXX_NAME in $nnUNet_raw)")
+    p.add_argument("--images", action="append", metavar="DIR",
+                   help="also check the images in DIR (e.g. the downstream imagesTs); repeatable")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("-v", dest="verbose", action="store_true", help="name each case while it is read")
+    p.set_defaults(func=_cmd_check_overlap)
+
+    p = sub.add_parser("threshold-analysis", help="the paper's Fig. 3b on a labelled CT dataset: windowed-intensity "
+                       "histograms of background and labels, the lambda that best separates them (PNG, md, csv, json)")
+    p.add_argument("-d", dest="dataset", required=True, help="labelled CT dataset (ID or DatasetXXX_NAME in $nnUNet_raw)")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_threshold_analysis)")
+    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
+    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
+    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread (the paper used 40)")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
+    p.set_defaults(func=_cmd_threshold_analysis)
+
+    p = sub.add_parser("masking-report", help="foreground share of the pretraining patches as the trainer sees them, "
+                       "and the expected masked share (PNG, md, csv, json)")
+    p.add_argument("-d", dest="dataset", required=True, help="pretraining dataset (ID or DatasetXXX_NAME)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans the trainer runs with (default nnUNetPlans)")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("-tr", dest="trainer", default="SubForePretrainTrainer",
+                   help="pretraining trainer whose patch size and masking to use (default SubForePretrainTrainer)")
+    p.add_argument("--patches-per-case", type=int, default=8,
+                   help="patches sampled per case by nnU-Net's loader, a third foreground-forced (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_masking_report/"
+                   "TRAINER__PLANS__CONFIGURATION)")
+    p.add_argument("--preprocessed-root", help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
+    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
+    p.set_defaults(func=_cmd_masking_report)
+
     p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
-    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU")
+    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU (or MRI with --criterion nonzero)")
     p.add_argument("-o", dest="output", required=True, help="output PNG")
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="crop this patch around the centre")
     p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
@@ -227,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
     p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--criterion", choices=["fixed", "otsu", "nonzero"], default=PAPER_MASKING.criterion,
+                   help="fixed: the paper's lambda; otsu: per patch, Otsu over its block means, never below lambda; "
+                   "nonzero (MRI): share of the subvolume inside the nonzero region >= --threshold")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_show_masking)
     return parser

@@ -8,6 +8,10 @@ Changes only what UNETR/SwinUNETR and the masking need:
   two convolutions or residual blocks per stage), same class and normalization as the source: what the
   demo and the tests pretrain and fine-tune on CPUs. nnU-Net's stock trainer rebuilds the network from
   the plans, so a smaller CNN must live in plans, not in a trainer;
+* optionally the masking settings (threshold, window, subvolume size, ratio, selection, fill) as the
+  plans entry ``subfore_masking``: the pretraining trainers read them from the plans they run with,
+  the paper's values where a setting is not given; the preset's name (``--plans-name``) then names the
+  results folder of each setting;
 * optionally a fixed HU window as the CT normalization (``--hu-window LO HI``): intensities are
   clipped to [LO, HI] and mapped to [-1, 1], the same for every dataset, so the HU threshold of the
   masking stays visible whatever the labels cover. The preset then gets its own data identifier and
@@ -21,13 +25,13 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.intensity import CT_SCHEME, resolve_configuration
 from nnunet_subfore.networks import PATCH_DIVISORS
 from nnunet_subfore.paths import find_dataset_name, nnunet_folder
-from nnunet_subfore.recipe import PAPER_MASKING
+from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, MaskingRecipe, recipe_settings
 
 #: A preset patch serves every backbone and the paper's masking subvolumes (SwinUNETR 32, UNETR 16, masking 16).
 PATCH_MULTIPLE = math.lcm(*PATCH_DIVISORS.values(), PAPER_MASKING.subvolume_size)
@@ -57,6 +61,7 @@ def derive_plans(
     hu_window: Optional[Tuple[float, float]] = None,
     configuration: str = "3d_fullres",
     target_plans: str = "SubForePlans",
+    masking: Optional[Mapping[str, Any]] = None,
 ) -> dict:
     """The preset as a new plans dict (``plans`` is not modified).
 
@@ -67,6 +72,8 @@ def derive_plans(
         hu_window: (low, high) HU: fixed CT normalization instead of the dataset's foreground statistics.
         configuration: the configuration to keep (the preset holds only this one, inheritance resolved).
         target_plans: the preset's name (``plans_name``, file name, data identifier prefix).
+        masking: masking settings (:class:`nnunet_subfore.recipe.MaskingRecipe` fields) for the plans entry
+            ``subfore_masking``; None keeps the source's entry, if any.
     """
     configurations = plans.get("configurations", {})
     if configuration not in configurations:
@@ -99,6 +106,13 @@ def derive_plans(
                 props = new["foreground_intensity_properties_per_channel"][str(channel)]
                 props.update({"percentile_00_5": lo, "percentile_99_5": hi, "mean": (lo + hi) / 2, "std": (hi - lo) / 2})
         config["data_identifier"] = f"{target_plans}_{configuration}"
+    if masking is not None:
+        recipe = checked_masking(masking)
+        bad = [p for p in patch if p % recipe.subvolume_size]
+        if bad:
+            raise UserError(f"--subvolume-size {recipe.subvolume_size} does not divide the patch {patch}; choose a "
+                            f"divisor of the patch sides (e.g. 16 or 32) or another --patch.")
+        new[PLANS_MASKING_KEY] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in masking.items()}
     new["plans_name"] = target_plans
     new["configurations"] = {configuration: config}
     return new
@@ -180,6 +194,61 @@ def derive_tiny_cnn_plans(
     new["plans_name"] = target_plans
     new["configurations"] = {configuration: config}
     return new
+def checked_masking(masking: Mapping[str, Any]) -> MaskingRecipe:
+    """The paper's recipe with ``masking`` applied; a UserError naming the bad setting."""
+    try:
+        return PAPER_MASKING.with_changes(**recipe_settings(masking))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"Invalid masking setting: {e}") from e
+
+
+def masking_settings(
+    threshold: Optional[float] = None,
+    threshold_hu: Optional[float] = None,
+    threshold_from: Optional[Path] = None,
+    window: Optional[Sequence[float]] = None,
+    subvolume_size: Optional[int] = None,
+    ratio: Optional[float] = None,
+    selection: Optional[str] = None,
+    fill: Optional[str] = None,
+    criterion: Optional[str] = None,
+) -> Dict[str, Any]:
+    """The ``subfore_masking`` entry from the ``plans`` command's options (only the settings given).
+
+    Args:
+        threshold: lambda, on the windowed intensity in [0, 1].
+        threshold_hu: lambda given as the HU of a uniform block on it (converted with the window).
+        threshold_from: a ``threshold_analysis.json`` (``nnunet-subfore threshold-analysis``): its lambda and window.
+        window, subvolume_size, ratio, selection, fill, criterion: as in :class:`nnunet_subfore.recipe.MaskingRecipe`.
+    """
+    given = [name for name, v in (("--threshold", threshold), ("--threshold-hu", threshold_hu),
+                                  ("--threshold-from", threshold_from)) if v is not None]
+    if len(given) > 1:
+        raise UserError(f"Give one of {', '.join(given)}.")
+    settings: Dict[str, Any] = {}
+    if window is not None:
+        settings["window"] = [float(window[0]), float(window[1])]
+    if threshold_from is not None:
+        from nnunet_subfore.reporting.threshold_analysis import read_lambda
+
+        lam, analysis_window = read_lambda(threshold_from)
+        if window is not None and tuple(settings["window"]) != analysis_window:
+            raise UserError(f"{threshold_from} found lambda with the window {analysis_window}, not --window "
+                            f"{tuple(settings['window'])}; leave out --window or rerun the analysis with it.")
+        settings["window"], settings["threshold"] = list(analysis_window), lam
+    if threshold is not None:
+        settings["threshold"] = float(threshold)
+    if threshold_hu is not None:
+        lo, hi = settings.get("window", PAPER_MASKING.window)
+        settings["threshold"] = (float(threshold_hu) - lo) / (hi - lo)
+        if not 0.0 <= settings["threshold"] <= 1.0:
+            raise UserError(f"--threshold-hu {threshold_hu:g} lies outside the window ({lo:g}, {hi:g}) HU.")
+    for key, value in (("subvolume_size", subvolume_size), ("ratio", ratio), ("selection", selection), ("fill", fill),
+                       ("criterion", criterion)):
+        if value is not None:
+            settings[key] = value
+    checked_masking(settings)
+    return settings
 
 
 def write_subfore_plans(
@@ -193,6 +262,7 @@ def write_subfore_plans(
     force: bool = False,
     preprocessed_root: Optional[Path] = None,
     tiny_cnn: bool = False,
+    masking: Optional[Mapping[str, Any]] = None,
 ) -> Path:
     """Write ``$nnUNet_preprocessed/<Dataset>/<target_plans>.json`` (see :func:`derive_plans`; with
     ``tiny_cnn``, :func:`derive_tiny_cnn_plans`, patch and batch size as given)."""
@@ -219,7 +289,10 @@ def write_subfore_plans(
                             "pass it as --source-plans.")
         new = derive_tiny_cnn_plans(read_plans(source), patch_size=patch_size, batch_size=batch_size,
                                     configuration=configuration, target_plans=target_plans)
+        if masking:
+            new[PLANS_MASKING_KEY] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in masking.items()}
+            checked_masking(masking)
     else:
-        new = derive_plans(read_plans(source), patch_size, batch_size, hu_window, configuration, target_plans)
+        new = derive_plans(read_plans(source), patch_size, batch_size, hu_window, configuration, target_plans, masking)
     target.write_text(json.dumps(new, indent=4))
     return target

@@ -9,13 +9,23 @@ foreground subvolume is masked with probability 0.6 and filled with N(0, 1) nois
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Tuple
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, Mapping, Tuple
 
 #: How the subvolumes to mask are chosen (see :func:`nnunet_subfore.masking.sample_subvolume_mask`).
 SELECTIONS = ("bernoulli", "exact", "random")
+#: How the foreground subvolumes are found (see :func:`nnunet_subfore.masking.foreground_subvolumes`):
+#: ``"fixed"`` the paper's global lambda; ``"otsu"`` per patch, Otsu's threshold over the patch's block
+#: means, never below lambda; ``"nonzero"`` for non-CT data (MRI): the share of the subvolume inside the
+#: nonzero region (any channel != 0) is at least the threshold.
+CRITERIA = ("fixed", "otsu", "nonzero")
+#: The criteria that read Hounsfield units through the window.
+HU_CRITERIA = ("fixed", "otsu")
 #: What masked voxels are filled with (see :func:`nnunet_subfore.masking.fill_masked`).
 FILLS = ("noise", "zero")
+
+#: The plans entry holding masking settings (written by ``nnunet-subfore plans``, read by the pretraining trainers).
+PLANS_MASKING_KEY = "subfore_masking"
 
 #: Hounsfield units of air (the value volumes are padded with where a patch sticks out of a CT image).
 AIR_HU = -1000.0
@@ -35,6 +45,9 @@ class MaskingRecipe:
         selection: ``"bernoulli"`` (each foreground subvolume independently, the authors' code),
             ``"exact"`` (exactly ``round(ratio * n)``) or ``"random"`` (the ablation: any subvolume).
         fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``.
+        criterion: ``"fixed"`` (the paper's: block mean >= threshold), ``"otsu"`` (per patch: block mean
+            >= max(Otsu's threshold over the patch's block means, threshold)) or ``"nonzero"`` (non-CT:
+            share of the block inside the nonzero region >= threshold); see :data:`CRITERIA`.
     """
 
     window: Tuple[float, float] = (-175.0, 250.0)
@@ -43,6 +56,7 @@ class MaskingRecipe:
     ratio: float = 0.6
     selection: str = "bernoulli"
     fill: str = "noise"
+    criterion: str = "fixed"
 
     def __post_init__(self) -> None:
         lo, hi = (float(v) for v in self.window)
@@ -59,6 +73,8 @@ class MaskingRecipe:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}.")
         if self.fill not in FILLS:
             raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}.")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}.")
 
     @property
     def threshold_hu(self) -> float:
@@ -70,7 +86,50 @@ class MaskingRecipe:
         """A copy with some settings changed (validated like the original)."""
         return replace(self, **changes)
 
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings as plain JSON values."""
+        d = asdict(self)
+        d["window"] = list(self.window)
+        return d
+
+    def describe(self) -> str:
+        """One line: every setting, the threshold also in HU."""
+        if self.criterion == "nonzero":
+            return (f"criterion nonzero: share of the subvolume inside the nonzero region >= {self.threshold:g}, "
+                    f"subvolumes {self.subvolume_size}^3, ratio {self.ratio:g}, selection {self.selection}, "
+                    f"fill {self.fill}")
+        criterion = "" if self.criterion == "fixed" else f"criterion {self.criterion} (bounded below by) "
+        return (f"window {self.window} HU, {criterion}threshold {self.threshold:g} ({self.threshold_hu:.1f} HU for a uniform "
+                f"block), subvolumes {self.subvolume_size}^3, ratio {self.ratio:g}, selection {self.selection}, "
+                f"fill {self.fill}")
+
 
 #: The paper's recipe (window and selection/fill from the authors' code).
 PAPER_MASKING = MaskingRecipe()
+
+
+def recipe_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """Checked keyword arguments of :class:`MaskingRecipe` from a plans entry (JSON: lists for tuples).
+
+    Raises:
+        ValueError: an unknown setting.
+    """
+    known = {f.name for f in fields(MaskingRecipe)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown masking setting(s) {unknown}; known: {sorted(known)}")
+    out = dict(settings)
+    if "window" in out:
+        out["window"] = tuple(float(v) for v in out["window"])
+    return out
+
+
+def recipe_from_plans(plans: Mapping[str, Any], default: MaskingRecipe = PAPER_MASKING) -> Tuple[MaskingRecipe, Dict[str, Any]]:
+    """``default`` with the settings of the plans' :data:`PLANS_MASKING_KEY` entry, and those settings.
+
+    Raises:
+        ValueError: unknown or invalid settings (named).
+    """
+    settings = dict(plans.get(PLANS_MASKING_KEY) or {})
+    return default.with_changes(**recipe_settings(settings)), settings
 

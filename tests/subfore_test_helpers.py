@@ -246,3 +246,15 @@ def make_luna16(root: Path) -> Path:
     write_image(root / "seg-lungs-LUNA16" / f"{LUNA16_UID.format(101)}.mhd", fake_label([3, 4], 1), compress=False)
     (root / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n")
     return root
+
+
+# ---------------------------------------------------------------------------------------------- pictures
+
+def ink_on_border(png: Path, border: int = 2) -> bool:
+    """True when anything is drawn on the outermost ``border`` pixels of a PNG: a title, legend or label cut by the
+    canvas leaves ink there (the package's figures keep a white margin around everything they draw)."""
+    from matplotlib.image import imread
+
+    image = imread(str(png))[..., :3]
+    edges = (image[:border], image[-border:], image[:, :border], image[:, -border:])
+    return any(bool((edge < 0.97).any()) for edge in edges)

@@ -244,3 +244,94 @@ def test_masker_from_recipe_takes_every_setting():
     assert (masker.window, masker.threshold, masker.subvolume_size, masker.ratio, masker.selection, masker.fill) == (
         SHIFTED_WINDOW, 0.2, 8, 0.3, "exact", "zero")
     assert ForegroundMasker.from_recipe(recipe, window=(1.0, 2.0), selection="random").window == (1.0, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------- Otsu criterion
+from nnunet_subfore.masking import otsu_thresholds, windowed_block_means  # noqa: E402
+
+
+def _brute_force_otsu(row):
+    """Otsu by trying every split of the sorted values (the definition)."""
+    import numpy as np
+
+    v = np.sort(np.asarray(row, dtype=float))
+    best, threshold = -1.0, -np.inf
+    for k in range(1, len(v)):
+        if v[k] == v[k - 1]:
+            continue
+        low, high = v[:k], v[k:]
+        between = len(low) * len(high) / len(v) ** 2 * (low.mean() - high.mean()) ** 2
+        if between > best + 1e-15:
+            best, threshold = between, (v[k - 1] + v[k]) / 2
+    return threshold
+
+
+def test_otsu_thresholds_match_the_definition_row_by_row():
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.cat([torch.rand(5, 27, generator=gen), torch.tensor([[0.0] * 20 + [1.0] * 7])])
+    got = otsu_thresholds(rows)
+    for row, t in zip(rows, got):
+        assert float(t) == pytest.approx(_brute_force_otsu(row.tolist()))
+    assert float(got[-1]) == pytest.approx(0.5)
+    assert otsu_thresholds(torch.full((2, 8), 0.3)).tolist() == [float("-inf")] * 2  # nothing to split
+
+
+def _blocks_hu(values):
+    """A (1, 1, 16 * len(values), 16, 16) HU volume whose 16^3 blocks have the given intensities."""
+    return torch.tensor(values, dtype=torch.float32).repeat_interleave(16)[None, None, :, None, None].expand(1, 1, -1, 16, 16).contiguous()
+
+
+def test_otsu_criterion_splits_body_patches_and_keeps_lambda_where_air_decides():
+    fat, soft, air = -100.0, 40.0, -1000.0
+    body = _blocks_hu([fat, fat, soft, soft])
+    assert foreground_subvolumes(body).flatten().tolist() == [True] * 4  # fixed: fat is foreground
+    assert foreground_subvolumes(body, criterion="otsu").flatten().tolist() == [False, False, True, True]
+    with_air = _blocks_hu([air, air, soft, soft])  # Otsu splits air from body, above lambda: the same blocks
+    assert torch.equal(foreground_subvolumes(with_air, criterion="otsu"), foreground_subvolumes(with_air))
+    # the split of largest contrast: with air, fat and soft tissue it lies between fat and soft tissue
+    mixed = _blocks_hu([air, air, air, fat, fat, soft])
+    expected = max(_brute_force_otsu(windowed_block_means(mixed).flatten().tolist()), 0.1)
+    assert expected > 75 / 425
+    assert foreground_subvolumes(mixed, criterion="otsu").flatten().tolist() == [False] * 5 + [True]
+    # never below lambda: air with faint noise splits below 0.1, and lambda keeps it background
+    faint = _blocks_hu([-175.0, -175.0, -170.0, -160.0])
+    assert not foreground_subvolumes(faint, criterion="otsu").any()
+    uniform = _blocks_hu([fat] * 4)
+    assert torch.equal(foreground_subvolumes(uniform, criterion="otsu"), foreground_subvolumes(uniform))
+    # per batch element: each patch its own threshold
+    batch = torch.cat([body, with_air])
+    assert torch.equal(foreground_subvolumes(batch, criterion="otsu"),
+                       torch.cat([foreground_subvolumes(body, criterion="otsu"), foreground_subvolumes(with_air)]))
+    means = windowed_block_means(body).flatten()
+    assert means.tolist() == pytest.approx([75 / 425, 75 / 425, 215 / 425, 215 / 425])
+
+
+def test_the_masker_masks_only_otsu_foreground():
+    body = _blocks_hu([-100.0, -100.0, 40.0, 40.0])
+    out = ForegroundMasker(ratio=1.0, fill="zero", criterion="otsu")(body)
+    assert out.foreground.flatten().tolist() == [False, False, True, True]
+    assert torch.equal(out.subvolume_mask, out.foreground)
+    assert torch.equal(ForegroundMasker(criterion="otsu").foreground(body), out.foreground)
+    assert "criterion='otsu'" in repr(ForegroundMasker(criterion="otsu")) and "criterion" not in repr(ForegroundMasker())
+    with pytest.raises(ValueError, match="criterion"):
+        ForegroundMasker(criterion="adaptive")
+    from nnunet_subfore.recipe import PAPER_MASKING
+
+    assert ForegroundMasker.from_recipe(PAPER_MASKING.with_changes(criterion="otsu")).criterion == "otsu"
+
+
+# ---------------------------------------------------------------------------------------------- nonzero criterion
+from nnunet_subfore.masking import nonzero_subvolumes  # noqa: E402
+
+
+def test_nonzero_criterion_counts_the_share_inside_the_nonzero_region_of_any_channel():
+    x = torch.zeros(1, 2, 16, 16, 64)  # four blocks along x
+    x[:, 0, :, :, 0:16] = 1.5  # block 0: all inside (channel 0)
+    x[:, 1, :8, :, 16:32] = -0.7  # block 1: half inside, through channel 1 only (z-scores may be negative)
+    x[:, 0, :1, :, 32:48] = 0.3  # block 2: 1/16 inside
+    assert nonzero_subvolumes(x, 16, 0.1).flatten().tolist() == [True, True, False, False]
+    assert nonzero_subvolumes(x, 16, 0.05).flatten().tolist() == [True, True, True, False]
+    assert torch.equal(foreground_subvolumes(x, criterion="nonzero"), nonzero_subvolumes(x))
+    out = ForegroundMasker(ratio=1.0, fill="zero", criterion="nonzero")(x)
+    assert out.subvolume_mask.flatten().tolist() == [True, True, False, False]
+    assert out.masked[..., :32].abs().sum() == 0 and torch.equal(out.masked[..., 32:], x[..., 32:])

@@ -100,6 +100,9 @@ def test_pretraining_run_is_complete_and_loads_on_cpu(demo_run):
         assert 0.0 < case["foreground_fraction"] <= 1.0 and case["masked_fraction"] <= case["foreground_fraction"]
     log = next(fold.glob("training_log_*.txt")).read_text()
     assert "HU foreground criterion" in log and "Pseudo dice" not in log
+    # leakage guard: every pretraining case's content fingerprint, in the checkpoint and the fold folder
+    recorded = checkpoint["subfore_pretraining_fingerprints"]
+    assert len(recorded["cases"]) == 6 and json.loads((fold / "pretraining_fingerprints.json").read_text()) == recorded
 
 
 def test_pretrained_weights_transfer_exactly(demo_run, monkeypatch):
@@ -132,6 +135,10 @@ def test_swinunetr_finetuning_validation_and_predictions(demo_run):
         assert_predictions_for_held_out_cases(workdir / "predictions" / trainer, env)
     log = next((result_dir(env, DOWNSTREAM, FINETUNER, DOWNSTREAM_PLANS) / "fold_0").glob("training_log_*")).read_text()
     assert "carried over" in log
+    # leakage guard: the demo's downstream phantoms are not its pretraining phantoms
+    overlap = json.loads((result_dir(env, DOWNSTREAM, FINETUNER, DOWNSTREAM_PLANS) / "fold_0" /
+                          "pretraining_overlap.json").read_text())
+    assert overlap["checked"] is True and overlap["shared"] == [] and overlap["cases_checked"]["validation"] == 1
 
 
 def test_checkpoint_of_the_other_backbone_gives_a_clear_error(demo_run, unetr_checkpoint):

@@ -69,3 +69,44 @@ def test_cli_prints_next_steps(preprocessed, monkeypatch, capsys):
     assert "nnUNetv2_preprocess -d Dataset602_Organs -plans_name SubForePlans" in out
     assert main(["plans", "-d", "602"]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_masking_settings_go_into_the_plans_and_the_trainer_reads_them(preprocessed, monkeypatch, capsys):
+    from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, recipe_from_plans
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(preprocessed))
+    assert main(["plans", "-d", "602", "--plans-name", "SubForePlans_t02", "--threshold", "0.2", "--ratio", "0.75",
+                 "--selection", "exact", "--fill", "zero", "--subvolume-size", "32"]) == 0
+    assert "threshold 0.2" in capsys.readouterr().out
+    plans = json.loads((preprocessed / "Dataset602_Organs" / "SubForePlans_t02.json").read_text())
+    assert plans[PLANS_MASKING_KEY] == {"threshold": 0.2, "ratio": 0.75, "selection": "exact", "fill": "zero",
+                                        "subvolume_size": 32}
+    recipe, settings = recipe_from_plans(plans)
+    assert recipe == PAPER_MASKING.with_changes(threshold=0.2, ratio=0.75, selection="exact", fill="zero",
+                                                subvolume_size=32)
+    assert recipe_from_plans({"configurations": {}}) == (PAPER_MASKING, {})  # no entry: the paper's
+
+
+def test_threshold_in_hu_and_from_an_analysis(preprocessed, tmp_path):
+    from nnunet_subfore.plans import masking_settings
+
+    assert masking_settings(threshold_hu=-132.5)["threshold"] == pytest.approx(0.1)
+    assert masking_settings(threshold_hu=0.0, window=(-100, 100)) == {"window": [-100.0, 100.0], "threshold": 0.5}
+    analysis = tmp_path / "threshold_analysis.json"
+    analysis.write_text(json.dumps({"lambda": 0.3, "window": [-175, 250]}))
+    assert masking_settings(threshold_from=analysis) == {"window": [-175.0, 250.0], "threshold": 0.3}
+    with pytest.raises(UserError, match="one of"):
+        masking_settings(threshold=0.2, threshold_hu=-100)
+    with pytest.raises(UserError, match="outside the window"):
+        masking_settings(threshold_hu=-500)
+    with pytest.raises(UserError, match="ratio"):
+        masking_settings(ratio=1.5)
+    with pytest.raises(UserError, match="window"):
+        masking_settings(threshold_from=analysis, window=(-100, 100))
+
+
+def test_a_subvolume_size_that_does_not_divide_the_patch_is_refused(preprocessed):
+    with pytest.raises(UserError, match="does not divide"):
+        write_subfore_plans(602, patch_size=(96, 96, 96), masking={"subvolume_size": 64}, preprocessed_root=preprocessed)
+    with pytest.raises(UserError, match="unknown masking setting"):
+        write_subfore_plans(602, masking={"lambda": 0.2}, preprocessed_root=preprocessed)

@@ -95,9 +95,10 @@ class SubForeTrainerBase(nnUNetTrainer):
     # ----------------------------------------------------------------------------------------------
     # patch size: the backbone's rules, written into the plans that plans.json saves
     @classmethod
-    def fitted_patch_size(cls, planned: Sequence[int], configuration_manager: Optional[ConfigurationManager] = None
-                          ) -> Tuple[Tuple[int, int, int], str]:
-        """The patch this trainer trains on, given the planned one, and why it differs (if it does).
+    def fitted_patch_size(cls, planned: Sequence[int], configuration_manager: Optional[ConfigurationManager] = None,
+                          masking: Optional[MaskingRecipe] = None) -> Tuple[Tuple[int, int, int], str]:
+        """The patch this trainer trains on, given the planned one (and the masking recipe it runs with, default
+        :attr:`masking`), and why it differs (if it does).
 
         ``configuration_manager``: the plans' configuration (the MONAI backbones do not need it; a CNN's
         divisor is its planned total stride).
@@ -106,7 +107,8 @@ class SubForeTrainerBase(nnUNetTrainer):
             UserError: no valid patch (e.g. a 2D configuration, or an invalid forced ``patch_size``).
         """
         planned = tuple(int(p) for p in planned)
-        divisor = patch_divisor(cls.backbone, cls.masking.subvolume_size if cls.masking else None)
+        masking = masking if masking is not None else cls.masking
+        divisor = patch_divisor(cls.backbone, masking.subvolume_size if masking else None)
         try:
             if cls.patch_size is not None:
                 patch, reason = tuple(int(p) for p in cls.patch_size), f"{cls.__name__}.patch_size"
@@ -124,7 +126,7 @@ class SubForeTrainerBase(nnUNetTrainer):
 
     def _fit_patch_size(self) -> None:
         planned = tuple(int(p) for p in self.configuration_manager.patch_size)
-        patch, reason = self.fitted_patch_size(planned, self.configuration_manager)
+        patch, reason = self.fitted_patch_size(planned, self.configuration_manager, masking=self.masking)
         if patch != planned:
             self.print_to_log_file(
                 f"Patch size moved from the planned {list(planned)} to {list(patch)} ({reason}); "

@@ -49,7 +49,8 @@ class PlansCNN:
     warmup_epochs: int = 0
 
     @classmethod
-    def fitted_patch_size(cls, planned: Sequence[int], configuration_manager=None) -> Tuple[Tuple[int, int, int], str]:
+    def fitted_patch_size(cls, planned: Sequence[int], configuration_manager=None,
+                          masking=None) -> Tuple[Tuple[int, int, int], str]:
         """Sides divisible by the network's total stride and, for MIM, by the masking's subvolume side."""
         planned = tuple(int(p) for p in planned)
         if len(planned) != 3:
@@ -57,8 +58,9 @@ class PlansCNN:
         if configuration_manager is None:
             raise UserError(f"{cls.__name__} needs the plans' configuration to fit the patch to its network.")
         try:
+            masking = masking if masking is not None else cls.masking
             divisors = cnn_patch_divisors(configuration_manager.network_arch_init_kwargs,
-                                          cls.masking.subvolume_size if cls.masking else None)
+                                          masking.subvolume_size if masking else None)
         except ValueError as e:
             raise UserError(f"{cls.__name__}: {e}") from e
         if cls.patch_size is not None:
@@ -67,7 +69,7 @@ class PlansCNN:
                 raise UserError(f"{cls.__name__}.patch_size {patch} is invalid: each side must be a positive "
                                 f"multiple of {divisors} (total stride and masking subvolume).")
             return patch, f"{cls.__name__}.patch_size"
-        what = "total stride and 16^3 masking subvolumes" if cls.masking else "total stride"
+        what = f"total stride and {masking.subvolume_size}^3 masking subvolumes" if masking else "total stride"
         return valid_patch_size(planned, divisors), f"the CNN needs sides divisible by {list(divisors)} ({what})"
 
     @classmethod

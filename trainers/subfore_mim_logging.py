@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from nnunetv2.training.logging.nnunet_logger import LocalLogger  # noqa: E402
 
+from nnunet_subfore.reporting.canvas import save_figure  # noqa: E402
+
 #: Smoothing of the validation loss that picks checkpoint_best.pth (nnU-Net smooths its pseudo Dice alike).
 VAL_LOSS_EMA = 0.9
 
@@ -67,7 +69,7 @@ class MIMLocalLogger(LocalLogger):
         ax_lr.set(xlabel="epoch", ylabel="learning rate")
         ax_lr.legend()
         fig.tight_layout()
-        fig.savefig(os.path.join(output_folder, "progress.png"))
+        save_figure(fig, os.path.join(output_folder, "progress.png"), dpi=100)
         plt.close(fig)
 
     def load_checkpoint(self, checkpoint: dict):

@@ -29,7 +29,8 @@ def save_checkpoint_atomically(trainer, filename: str) -> None:
     ``map_location``, so a CUDA checkpoint would not load on a CPU machine; the optimizer moves its
     state back to the parameters' device when it loads); the checkpoint is written to a temporary
     file in the same folder, flushed and fsynced, then renamed over ``filename`` (``os.replace``):
-    a kill at any moment leaves the previous file or the new one, never a part of one.
+    a kill at any moment leaves the previous file or the new one, never a part of one; a trainer's
+    ``checkpoint_extras()`` entries (plain data) are added.
     """
     if trainer.local_rank != 0:
         return
@@ -47,6 +48,9 @@ def save_checkpoint_atomically(trainer, filename: str) -> None:
         "trainer_name": trainer.__class__.__name__,
         "inference_allowed_mirroring_axes": trainer.inference_allowed_mirroring_axes,
     }
+    extras = getattr(trainer, "checkpoint_extras", None)
+    if extras is not None:  # entries a trainer adds (plain data, e.g. the pretraining cases' fingerprints)
+        checkpoint.update(extras())
     write_atomically(checkpoint, filename)
 
 

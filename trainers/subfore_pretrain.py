@@ -24,12 +24,20 @@ from torch import autocast
 from torch import distributed as dist
 
 from nnunet_subfore.crops import center_crop
+from nnunet_subfore.data.fingerprints import (
+    CHECKPOINT_KEY,
+    PRETRAINING_FINGERPRINTS_FILE,
+    dataset_cases,
+    fingerprint_cases,
+    fingerprint_record,
+    raw_dataset_folder,
+)
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.intensity import CTIntensityMapping
 from nnunet_subfore.losses import MaskedL1Loss
 from nnunet_subfore.masking import ForegroundMasker
+from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.networks import build_network
-from nnunet_subfore.recipe import PAPER_MASKING
+from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, recipe_from_plans
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
 from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
 from nnunet_subfore.trainers.subfore_nnunet_copies import mim_on_epoch_end
@@ -43,7 +51,9 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     Attributes:
         masking: the :class:`nnunet_subfore.recipe.MaskingRecipe` (window and threshold in HU; the
-            trainer maps the window into the plans' normalized units).
+            trainer maps the window into the plans' normalized units). The plans' ``subfore_masking``
+            entry (``nnunet-subfore plans --threshold ...``) changes it per run; the instance then holds the
+            recipe it runs with.
     """
 
     backbone = "swinunetr"
@@ -53,6 +63,8 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        # before the base class fits the patch to the subvolume size
+        self.masking, self.masking_settings = self.recipe_for_plans(plans)
         super().__init__(plans, configuration, fold, dataset_json, device)
         # losses, not pseudo Dice: see subfore_mim_logging
         self.logger.local_logger = MIMLocalLogger()
@@ -64,7 +76,24 @@ class SubForePretrainTrainer(SubForeTrainerBase):
         return build_network(cls.backbone, configuration_manager.patch_size, num_input_channels,
                              num_input_channels, cls.architecture)
 
+    @classmethod
+    def recipe_for_plans(cls, plans: dict):
+        """The recipe this trainer runs with under ``plans`` (the class's, changed by the plans' ``subfore_masking``)
+        and the settings the plans gave."""
+        try:
+            return recipe_from_plans(plans, cls.masking)
+        except (TypeError, ValueError) as e:
+            raise SystemExit(f"\n{cls.__name__}: the plans' {PLANS_MASKING_KEY} entry is invalid: {e}. Write it with "
+                             f"`nnunet-subfore plans -d DATASET --threshold ...`.") from e
+
+    def masking_log_line(self) -> str:
+        """What the log says about the masking settings and where they come from."""
+        source = (f"the plans' {PLANS_MASKING_KEY} {self.masking_settings}, the rest {self.__class__.__name__}'s defaults"
+                  if self.masking_settings else f"{self.__class__.__name__}'s defaults, no {PLANS_MASKING_KEY} in the plans")
+        return f"Masking settings: {self.masking.describe()} (from {source})"
+
     def initialize(self):
+        self.print_to_log_file(self.masking_log_line())
         try:
             self.masker = self.build_masker()
         except (UserError, KeyError) as e:
@@ -74,19 +103,53 @@ class SubForePretrainTrainer(SubForeTrainerBase):
 
     def build_masker(self) -> ForegroundMasker:
         """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible."""
-        recipe = self.masking
         plans_name = f"plans {self.plans_manager.plans_name!r} of {self.plans_manager.dataset_name}"
-        mapping = CTIntensityMapping.from_plans(self.plans_manager.plans, self.configuration_name, channel=0)
-        threshold_hu = mapping.check_threshold(recipe.window, recipe.threshold, source=plans_name)
-        self.print_to_log_file(
-            f"HU foreground criterion: mean windowed intensity >= {recipe.threshold} with window {recipe.window} "
-            f"(-> {threshold_hu:.1f} HU for a uniform block); the plans clip CT to "
-            f"[{mapping.lower_clip:.1f}, {mapping.upper_clip:.1f}] HU"
-        )
-        return ForegroundMasker.from_recipe(recipe, window=mapping.window_to_normalized(recipe.window))
+        masker, line = masker_for_plans(self.plans_manager.plans, self.configuration_name, self.masking,
+                                        source=plans_name)
+        self.print_to_log_file(line)
+        return masker
 
     def _build_loss(self):
         return MaskedL1Loss()
+
+    # ----------------------------------------------------------------------------------------------
+    # leakage guard: the content fingerprint of every pretraining case, in the checkpoints and the fold folder
+    def on_train_start(self):
+        super().on_train_start()
+        self.record_pretraining_fingerprints()
+
+    def record_pretraining_fingerprints(self) -> None:
+        """Fingerprint every case of the raw dataset (the preprocessed data is resampled, so the raw images are
+        read through the dataset's own files) and write them to ``pretraining_fingerprints.json``; the
+        checkpoints carry them too, so that fine-tuning trainers can warn about evaluation cases seen here."""
+        self.pretraining_fingerprints = None
+        if self.local_rank != 0:
+            return
+        from nnunetv2.paths import nnUNet_raw
+
+        dataset = self.plans_manager.dataset_name
+        raw = raw_dataset_folder(nnUNet_raw, dataset)
+        if raw is None:
+            self.print_to_log_file(
+                f"Leakage guard: the raw dataset {dataset} is not in nnUNet_raw ({nnUNet_raw}); no fingerprints of "
+                f"the pretraining cases are recorded, so fine-tuning runs cannot check for shared cases.")
+            return
+        train_keys, val_keys = self.do_split()
+        try:
+            prints = fingerprint_cases(dataset_cases(raw))
+        except UserError as e:
+            self.print_to_log_file(f"Leakage guard: no fingerprints recorded: {e}")
+            return
+        self.pretraining_fingerprints = fingerprint_record(
+            prints, dataset, fold=self.fold, trained_on=list(train_keys), validated_on=list(val_keys))
+        with open(os.path.join(self.output_folder, PRETRAINING_FINGERPRINTS_FILE), "w") as f:
+            json.dump(self.pretraining_fingerprints, f, indent=1)
+        self.print_to_log_file(f"Leakage guard: content fingerprints of the {len(prints)} cases of {raw} recorded "
+                               f"({PRETRAINING_FINGERPRINTS_FILE} and the checkpoints).")
+
+    def checkpoint_extras(self) -> dict:
+        record = getattr(self, "pretraining_fingerprints", None)
+        return {} if record is None else {CHECKPOINT_KEY: record}
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         return no_augmentation_patch_setup(self)
@@ -204,8 +267,9 @@ class SubForeRandomMaskPretrainTrainer(SubForePretrainTrainer):
     masking = PAPER_MASKING.with_changes(selection="random")
 
     def build_masker(self) -> ForegroundMasker:
-        # random masking ignores intensities, so it needs no HU check and works on any modality
-        return ForegroundMasker.from_recipe(self.masking)
+        # random masking ignores intensities, so it needs no HU check and works on any modality; the ablation
+        # stays random whatever selection the plans name
+        return ForegroundMasker.from_recipe(self.masking, selection="random")
 
     def _foreground_fraction(self, masked):
         # the masker never evaluates the HU criterion (no window in these units): not applicable

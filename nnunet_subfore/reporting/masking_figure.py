@@ -37,11 +37,14 @@ from nnunet_subfore.masking import (
     expand_subvolume_mask,
     fill_masked,
     foreground_subvolumes,
+    otsu_thresholds,
     sample_subvolume_mask,
     threshold_in_input_units,
+    windowed_block_means,
     windowed_intensity,
 )
-from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, FILLS, PAPER_MASKING
+from nnunet_subfore.reporting.canvas import save_figure, wrap_title
+from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, CRITERIA, FILLS, PAPER_MASKING
 
 MAX_DEFAULT_SIDE = 96
 
@@ -102,6 +105,8 @@ class MaskingStatistics:
         n_foreground: foreground subvolumes.
         foreground_masking: counts of the foreground (bernoulli) masking.
         random_masking: counts of the random masking.
+        criterion: ``"fixed"`` or ``"otsu"``.
+        patch_threshold: the threshold the criterion used on this patch (Otsu: max(Otsu's, lambda)).
     """
 
     patch_size: Tuple[int, int, int]
@@ -117,6 +122,8 @@ class MaskingStatistics:
     n_foreground: int
     foreground_masking: MaskCounts
     random_masking: MaskCounts
+    criterion: str = "fixed"
+    patch_threshold: Optional[float] = None
 
     @property
     def foreground_fraction(self) -> float:
@@ -136,11 +143,25 @@ class MaskingStatistics:
             )
 
         lo, hi = self.window
+        if self.criterion == "nonzero":
+            return "\n".join([
+                f"foreground (nonzero criterion): {self.n_foreground}/{self.n_subvolumes} subvolumes "
+                f"({pct(self.foreground_fraction)}); share of the subvolume inside the nonzero region >= {self.threshold:g}",
+                f"(b) foreground masking, r={self.ratio:g}: {counts(self.foreground_masking)}",
+                f"(c) random masking, r={self.ratio:g}: {counts(self.random_masking)}",
+                f"patch {'x'.join(map(str, self.patch_size))} voxels at (z, y, x) = {self.offset}, "
+                f"subvolumes {self.subvolume_size}^3, grid {'x'.join(map(str, self.grid))}, seed {self.seed}",
+            ])
+        if self.criterion == "fixed":
+            rule = f">= {self.threshold:g}, i.e. {self.threshold_hu:g} HU for a uniform subvolume"
+        else:
+            used = self.threshold if self.patch_threshold is None else self.patch_threshold
+            rule = (f">= max(Otsu over the patch's block means, {self.threshold:g}) = {used:.3f}, i.e. "
+                    f"{lo + used * (hi - lo):.1f} HU for a uniform subvolume")
         return "\n".join(
             [
-                f"foreground: {self.n_foreground}/{self.n_subvolumes} subvolumes ({pct(self.foreground_fraction)}); "
-                f"mean of clip((HU{-lo:+g})/{hi - lo:g}, 0, 1) >= {self.threshold:g}, "
-                f"i.e. {self.threshold_hu:g} HU for a uniform subvolume",
+                f"foreground ({self.criterion} criterion): {self.n_foreground}/{self.n_subvolumes} subvolumes "
+                f"({pct(self.foreground_fraction)}); mean of clip((HU{-lo:+g})/{hi - lo:g}, 0, 1) {rule}",
                 f"(b) foreground masking, r={self.ratio:g}: {counts(self.foreground_masking)}",
                 f"(c) random masking, r={self.ratio:g}: {counts(self.random_masking)}",
                 f"patch {'x'.join(map(str, self.patch_size))} voxels at (z, y, x) = {self.offset}, "
@@ -181,7 +202,8 @@ class MaskingExample:
 # --------------------------------------------------------------------------------------------------
 
 
-def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, Tuple[float, float, float]]:
+def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None,
+            expect_hu: bool = True) -> Tuple[np.ndarray, Tuple[float, float, float]]:
     """A CT volume in HU as float32 (z, y, x) and its (z, y, x) spacing.
 
     Args:
@@ -189,6 +211,7 @@ def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tupl
             series, or a numpy array (z, y, x) already in HU. Files are reoriented to LPS (axial
             slices with anterior up, patient's right on the left), see :func:`nnunet_subfore.data.ct_io.read_ct`.
         spacing: (z, y, x) spacing for a numpy array (default 1, 1, 1); ignored for files.
+        expect_hu: warn when the volume holds no air (False for MRI and the nonzero criterion).
     """
     if isinstance(image, np.ndarray):
         if image.ndim != 3:
@@ -201,7 +224,7 @@ def load_ct(image: ImageLike, spacing: Optional[Sequence[float]] = None) -> Tupl
         from nnunet_subfore.data.ct_io import read_ct
 
         volume, sp = read_ct(image)
-    if volume.size and float(volume.min()) > BODY_THRESHOLD_HU:
+    if expect_hu and volume.size and float(volume.min()) > BODY_THRESHOLD_HU:
         warnings.warn(
             f"The image's lowest value is {float(volume.min()):g}, no air (about {AIR_HU:g} HU): it does not look like "
             f"CT in Hounsfield units. The foreground criterion assumes HU; pass a raw CT image, not a normalized one.",
@@ -262,6 +285,7 @@ def masking_example(
     seed: int = 0,
     fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
+    criterion: str = PAPER_MASKING.criterion,
 ) -> MaskingExample:
     """Crop a central patch, find its foreground subvolumes, draw a foreground and a random masking.
 
@@ -277,18 +301,28 @@ def masking_example(
         seed: seed of the torch.Generator; draws foreground masking, random masking, then the fills.
         fill: ``"noise"`` (N(0, 1), the authors' code) or ``"zero"``, applied to the windowed input.
         spacing: (z, y, x) spacing of a numpy ``image`` (default 1, 1, 1).
+        criterion: ``"fixed"`` (the paper's) or ``"otsu"`` (per patch, bounded below by ``threshold``).
 
     Returns:
         A :class:`MaskingExample`; its ``statistics`` hold the numbers.
     """
     lo, hi = _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill)
-    volume, spacing = load_ct(image, spacing)
+    if criterion not in CRITERIA:
+        raise UserError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    nonzero = criterion == "nonzero"
+    volume, spacing = load_ct(image, spacing, expect_hu=not nonzero)
     s = int(subvolume_size)
     size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
-    patch, offset = center_crop(volume, size, pad_value=AIR_HU)
+    patch, offset = center_crop(volume, size, pad_value=0.0 if nonzero else AIR_HU)
+    if nonzero:  # MRI: shown scaled to [0, 1] by its own range; the criterion reads the nonzero region only
+        inside = patch[patch != 0]
+        lo, hi = (0.0, float(np.percentile(np.abs(inside), 99.5)) or 1.0) if inside.size else (0.0, 1.0)
 
     x = torch.from_numpy(patch)[None, None]
-    fg = foreground_subvolumes(x, s, (lo, hi), threshold)
+    fg = foreground_subvolumes(x, s, (lo, hi), threshold, criterion)
+    patch_threshold = float(threshold)
+    if criterion == "otsu":
+        patch_threshold = max(float(otsu_thresholds(windowed_block_means(x, s, (lo, hi)).flatten(1))[0]), patch_threshold)
     gen = torch.Generator().manual_seed(int(seed))
     fg_mask = sample_subvolume_mask(fg, ratio, "bernoulli", gen)
     rnd_mask = sample_subvolume_mask(fg, ratio, "random", gen)
@@ -310,6 +344,8 @@ def masking_example(
         n_foreground=int(fg.sum()),
         foreground_masking=_counts(fg_mask, fg),
         random_masking=_counts(rnd_mask, fg),
+        criterion=criterion,
+        patch_threshold=patch_threshold,
     )
     return MaskingExample(
         patch=patch,
@@ -333,9 +369,11 @@ def masking_statistics(
     ratio: float = PAPER_MASKING.ratio,
     seed: int = 0,
     spacing: Optional[Sequence[float]] = None,
+    criterion: str = PAPER_MASKING.criterion,
 ) -> MaskingStatistics:
     """The numbers of :func:`masking_example` (same arguments, same draws), without a figure."""
-    return masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, spacing=spacing).statistics
+    return masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, spacing=spacing,
+                           criterion=criterion).statistics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,6 +420,7 @@ def draw_masking(
     fill: str = PAPER_MASKING.fill,
     spacing: Optional[Sequence[float]] = None,
     force: bool = False,
+    criterion: str = PAPER_MASKING.criterion,
 ) -> Path:
     """Draw the foreground masking and a random masking of a CT image's central patch.
 
@@ -390,7 +429,7 @@ def draw_masking(
         force: overwrite an existing ``output`` (refused without).
         output: figure file (``.png``; any format matplotlib writes by its suffix). Parent folders
             are created; an existing file is overwritten.
-        patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing: see
+        patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing, criterion: see
             :func:`masking_example`.
 
     Returns:
@@ -407,7 +446,7 @@ def draw_masking(
     formats = fig.canvas.get_supported_filetypes()
     if output.suffix.lower().lstrip(".") not in formats:
         raise UserError(f"Cannot tell the figure format of {output}: use a suffix such as .png (one of {sorted(formats)}).")
-    example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing)
+    example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing, criterion)
     stats = example.statistics
     s = stats.subvolume_size
 
@@ -440,9 +479,9 @@ def draw_masking(
                 ax.set_title(f"{view} ({where})", fontsize=10)
             if j == 0:
                 ax.set_ylabel(row_title, fontsize=10)
-    fig.suptitle(
-        "HU-based foreground masking vs random masking\n" + stats.describe(), fontsize=9, horizontalalignment="center"
-    )
+    title = (("Nonzero-region" if stats.criterion == "nonzero" else "HU-based") + " foreground masking vs random masking\n"
+             + stats.describe())
+    fig.suptitle(wrap_title(fig, title, 9), fontsize=9, horizontalalignment="center")
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110, metadata={"Software": None} if output.suffix.lower() == ".png" else None)
+    save_figure(fig, output, dpi=110)
     return output

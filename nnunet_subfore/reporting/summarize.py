@@ -414,6 +414,8 @@ def _plot(result: SummaryResult, plans: str, configuration: str, path: Path) -> 
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
+    from nnunet_subfore.reporting.canvas import save_figure, wrap_title, wrap_to_width
+
     groups = [name for _, name in result.classes] + [AVERAGE]
     n_groups, n_trainers = len(groups), len(result.trainers)
     by_key = {(r.trainer, r.class_name): r for r in result.rows}
@@ -438,7 +440,8 @@ def _plot(result: SummaryResult, plans: str, configuration: str, path: Path) -> 
             edgecolor="black",
             linewidth=0.4,
             error_kw={"elinewidth": 0.8, "ecolor": "black"},
-            label=f"{t} ({n} fold{'s' if n != 1 else ''})" if n else f"{t} (no folds found)",
+            label=wrap_to_width(f"{t} ({n} fold{'s' if n != 1 else ''})" if n else f"{t} (no folds found)",
+                                fig.get_figwidth() * 0.9, 8),
         )
     ax.axvline(n_groups - 1.5, color="grey", linewidth=0.8, linestyle=":")
     if n_groups > 4:
@@ -450,8 +453,10 @@ def _plot(result: SummaryResult, plans: str, configuration: str, path: Path) -> 
     ax.set_ylabel(f"{result.metric} (%)")
     ax.yaxis.grid(True, linewidth=0.5, alpha=0.5)
     ax.set_axisbelow(True)
-    fig.suptitle(
-        f"{result.dataset} ({configuration}, {plans}): {result.metric} per class, mean ± std over folds", fontsize=10
-    )
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(n_trainers, 3), fontsize=8, frameon=False)
-    fig.savefig(path, dpi=150, metadata={"Software": None})
+    fig.suptitle(wrap_title(
+        fig, f"{result.dataset} ({configuration}, {plans}): {result.metric} per class, mean ± std over folds", 10),
+        fontsize=10)
+    longest = max(len(line) for t in ax.get_legend_handles_labels()[1] for line in t.split("\n"))
+    columns = max(1, min(n_trainers, 3, int(fig.get_figwidth() * 72 / (0.6 * 8 * (longest + 4)))))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=columns, fontsize=8, frameon=False)
+    save_figure(fig, path, dpi=150)

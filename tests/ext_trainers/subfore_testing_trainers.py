@@ -24,6 +24,14 @@ class SubForePretrainTrainer_losstest(SubForePretrainTrainer_demo):
     warmup_fraction = 0.0
 
 
+class SubForePretrainTrainer_short(SubForePretrainTrainer_demo):
+    """One short epoch: enough to see which masking settings a run uses."""
+
+    epochs = 1
+    iterations_per_epoch = 2
+    val_iterations_per_epoch = 1
+
+
 class SubForeUNETRTrainer_widepatch(SubForeUNETRTrainer_demo):
     """UNETR fine-tuned at another patch than it was pretrained at (32^3): position embeddings differ."""
 

@@ -104,3 +104,45 @@ def test_bad_arguments_name_the_fix(half_air, tmp_path):
 def test_non_hu_input_warns():
     with pytest.warns(UserWarning, match="Hounsfield"):
         masking_statistics(np.random.default_rng(0).random((32, 32, 32), dtype=np.float32))
+
+
+@pytest.mark.filterwarnings("ignore:The image's lowest value")  # a body patch without air, on purpose
+def test_the_otsu_criterion_is_drawn_and_counted(tmp_path):
+    import torch
+
+    from nnunet_subfore.cli import main
+    from nnunet_subfore.masking import foreground_subvolumes
+
+    hu = np.full((32, 32, 32), -100.0, dtype=np.float32)  # fat ...
+    hu[:, 16:, :] = 40.0  # ... and soft tissue: the fixed lambda takes both, Otsu only soft tissue
+    fixed = masking_statistics(hu)
+    otsu = masking_statistics(hu, criterion="otsu")
+    assert fixed.n_foreground == 8 and otsu.n_foreground == 4
+    assert otsu.patch_threshold == pytest.approx((75 / 425 + 215 / 425) / 2)
+    assert "otsu criterion" in otsu.describe() and "max(Otsu" in otsu.describe()
+    expected = foreground_subvolumes(torch.from_numpy(hu)[None, None], criterion="otsu")
+    assert otsu.n_foreground == int(expected.sum())
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(hu), str(path))
+    assert main(["show-masking", str(path), "-o", str(tmp_path / "otsu.png"), "--criterion", "otsu"]) == 0
+    assert (tmp_path / "otsu.png").stat().st_size > 10_000
+
+
+def test_mri_is_drawn_with_the_nonzero_criterion(tmp_path):
+    import warnings
+
+    mri = np.zeros((32, 32, 64), dtype=np.float32)
+    mri[:, :, :24] = np.random.default_rng(1).normal(300.0, 50.0, (32, 32, 24))  # brain on the left 24 columns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not HU" warning for MRI
+        stats = masking_statistics(mri, criterion="nonzero")
+    assert stats.n_foreground == 4 * 2 and "nonzero criterion" in stats.describe()  # x blocks 0 and 1 (8/16 inside)
+    draw_masking(mri, tmp_path / "mri.png", criterion="nonzero")
+    assert (tmp_path / "mri.png").stat().st_size > 10_000
+
+
+def test_the_figure_keeps_its_title_inside(half_air, tmp_path):
+    from subfore_test_helpers import ink_on_border
+
+    path = draw_masking(half_air, tmp_path / "m.png", criterion="otsu")
+    assert not ink_on_border(path)

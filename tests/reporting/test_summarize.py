@@ -154,3 +154,19 @@ def test_cli_exit_status_reports_missing_folds(results, capsys):
     out = capsys.readouterr().out
     assert "liver" in out and "wrote" in out
     assert main(["summarize", "-d", "602", "-tr", "SubForeSwinUNETRTrainer"]) == 0
+
+
+def test_the_bar_chart_keeps_title_and_legend_inside_with_long_names(tmp_path):
+    """The demo's chart (900 px wide) cut its title on both sides and its legend on the right."""
+    from subfore_test_helpers import ink_on_border
+
+    root = tmp_path / "nnUNet_results"
+    dataset = "Dataset992_SubForeDemoOrgansWithAVeryLongDatasetName"
+    trainers = ["SubForeSwinUNETRTrainer_demo", "SubForeSwinUNETRTrainer_demo_scratch",
+                "SubForeSwinUNETRTrainer_pretrained_on_luna16_covid19_btcv_with_a_long_name"]
+    for k, trainer in enumerate(trainers):
+        _write_fold(root / dataset / f"{trainer}__SubForePretrainPlans__{CONFIG}", 0, {"1": 0.8, "2": 0.7 - k / 10, "3": 0.6})
+    res = summarize(dataset, trainers, plans="SubForePretrainPlans", configuration=CONFIG, folds=(0,),
+                    output_dir=tmp_path / "out", results_root=root)
+    png = next(p for p in res.files if p.suffix == ".png")
+    assert not ink_on_border(png)

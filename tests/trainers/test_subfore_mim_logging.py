@@ -43,3 +43,6 @@ def test_progress_plot_is_written(tmp_path):
             logger.log(key, value, epoch)
     logger.plot_progress_png(str(tmp_path))
     assert (tmp_path / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from subfore_test_helpers import ink_on_border
+
+    assert not ink_on_border(tmp_path / "progress.png")

@@ -68,3 +68,67 @@ def test_the_loss_compares_the_reconstruction_with_the_original_batch():
     expected = (batch.masked - data).abs()[masked_voxels].mean()
     assert expected > 0.5  # noise against a constant: far from zero
     torch.testing.assert_close(loss, expected)
+
+
+def test_settings_from_the_plans_are_used_and_logged():
+    from nnunet_subfore.recipe import PLANS_MASKING_KEY
+
+    settings = {"threshold": 0.3, "ratio": 0.5, "subvolume_size": 8, "fill": "zero"}
+    trainer = bare_trainer({**plans(), PLANS_MASKING_KEY: settings})
+    trainer.masking, trainer.masking_settings = trainer.recipe_for_plans(trainer.plans_manager.plans)
+    masker = trainer.build_masker()
+    assert (masker.threshold, masker.ratio, masker.subvolume_size, masker.fill) == (0.3, 0.5, 8, "zero")
+    line = trainer.masking_log_line()
+    assert "threshold 0.3" in line and "ratio 0.5" in line and "subfore_masking" in line
+    # the patch is fitted to the plans' subvolume size, not the class's
+    big = trainer.masking.with_changes(subvolume_size=64)
+    assert SubForePretrainTrainer.fitted_patch_size((96, 96, 96))[0] == (96, 96, 96)
+    assert SubForePretrainTrainer.fitted_patch_size((96, 96, 96), masking=big)[0] == (64, 64, 64)
+
+
+def test_without_plans_settings_the_paper_s_recipe_is_logged():
+    trainer = bare_trainer(plans())
+    trainer.masking, trainer.masking_settings = trainer.recipe_for_plans(trainer.plans_manager.plans)
+    assert trainer.masking == SubForePretrainTrainer.masking
+    assert "defaults, no subfore_masking" in trainer.masking_log_line()
+
+
+def test_invalid_plans_settings_stop_the_trainer_with_a_message():
+    with pytest.raises(SystemExit, match="subfore_masking"):
+        SubForePretrainTrainer.recipe_for_plans({**plans(), "subfore_masking": {"ratio": 2}})
+
+
+@pytest.mark.slow
+def test_a_pretraining_run_uses_and_logs_the_preset_s_settings(demo_run):
+    """`nnunet-subfore plans` with masking settings, then nnUNetv2_train -p with them (one short epoch)."""
+    import json
+
+    from subfore_test_helpers import result_folder, run
+
+    from nnunet_subfore.demo import PRETRAIN_ID, PRETRAIN_NAME
+    from nnunet_subfore.paths import dataset_folder_name
+
+    _, env, _ = demo_run
+    run(["nnunet-subfore", "plans", "-d", str(PRETRAIN_ID), "--patch", "32", "32", "32", "--plans-name",
+         "SubForePlans_t03", "--threshold", "0.3", "--ratio", "0.5", "--fill", "zero", "--force"], env)
+    run(["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr", "SubForePretrainTrainer_short", "-p",
+         "SubForePlans_t03", "-device", "cpu"], env, training=True)
+    fold = result_folder(env, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME), "SubForePretrainTrainer_short",
+                         "SubForePlans_t03") / "fold_0"
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "Masking settings: window (-175.0, 250.0) HU, threshold 0.3" in log and "ratio 0.5" in log
+    assert "from the plans' subfore_masking" in log
+    metrics = json.loads((fold / "validation" / "reconstruction_metrics.json").read_text())
+    assert "threshold=0.3" in metrics["masking"] and "ratio=0.5" in metrics["masking"] and "'zero'" in metrics["masking"]
+
+
+def test_mri_plans_are_masked_by_the_nonzero_region_and_unusable_plans_refused():
+    mri = plans()
+    mri["configurations"]["3d_fullres"].update(normalization_schemes=["ZScoreNormalization"], use_mask_for_norm=[True])
+    masker = bare_trainer(mri).build_masker()
+    assert masker.criterion == "nonzero"
+    mri["configurations"]["3d_fullres"]["use_mask_for_norm"] = [False]
+    from nnunet_subfore.masking_setup import NoCriterionError
+
+    with pytest.raises(NoCriterionError, match="neither"):
+        bare_trainer(mri).build_masker()
