@@ -9,8 +9,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import _LRScheduler
 
 
-class WarmupCosineLRScheduler(_LRScheduler):
-    """Linear warm-up to ``initial_lr`` over ``warmup_steps``, then cosine decay to 0 at ``max_steps``.
+class _WarmupLRScheduler(_LRScheduler):
+    """Linear warm-up to ``initial_lr`` over ``warmup_steps``, then :meth:`decay` of the progress to ``max_steps``.
 
     Same calling convention as nnU-Net's ``PolyLRScheduler``: ``step(current_epoch)``.
 
@@ -33,11 +33,15 @@ class WarmupCosineLRScheduler(_LRScheduler):
         self.ctr = 0
         super().__init__(optimizer, current_step if current_step is not None else -1)
 
+    def decay(self, progress: float) -> float:
+        """The learning rate's factor after the warm-up, at ``progress`` in [0, 1]."""
+        raise NotImplementedError
+
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
             return self.initial_lr * (step + 1) / (self.warmup_steps + 1)
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
-        return self.initial_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.initial_lr * self.decay(progress)
 
     def step(self, current_step: Optional[int] = None) -> None:
         if current_step is None or current_step == -1:
@@ -52,40 +56,25 @@ class WarmupCosineLRScheduler(_LRScheduler):
         return self._last_lr
 
 
-class WarmupPolyLRScheduler(_LRScheduler):
-    """Linear warm-up to ``initial_lr`` over ``warmup_steps``, then nnU-Net's poly decay (exponent 0.9) to 0
-    at ``max_steps``: the schedule of nnU-Net's (master) ``PretrainedTrainer`` for fine-tuning.
+class WarmupCosineLRScheduler(_WarmupLRScheduler):
+    """Linear warm-up, then cosine decay to 0 at ``max_steps`` (the authors' schedule for the transformers)."""
 
-    Same calling convention as nnU-Net's ``PolyLRScheduler``: ``step(current_epoch)``.
+    def decay(self, progress: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupPolyLRScheduler(_WarmupLRScheduler):
+    """Linear warm-up, then nnU-Net's poly decay to 0 at ``max_steps``: the schedule of nnU-Net's (master)
+    ``PretrainedTrainer`` for fine-tuning.
+
+    Args:
+        exponent: the poly exponent (nnU-Net's 0.9); the other arguments as :class:`_WarmupLRScheduler`.
     """
 
     def __init__(self, optimizer: Optimizer, initial_lr: float, max_steps: int, warmup_steps: int,
                  exponent: float = 0.9, current_step: Optional[int] = None) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
-        if not 0 <= warmup_steps < max_steps:
-            raise ValueError(f"warmup_steps must lie in [0, max_steps={max_steps}), got {warmup_steps}.")
-        self.initial_lr = float(initial_lr)
-        self.max_steps = int(max_steps)
-        self.warmup_steps = int(warmup_steps)
         self.exponent = float(exponent)
-        self.ctr = 0
-        super().__init__(optimizer, current_step if current_step is not None else -1)
+        super().__init__(optimizer, initial_lr, max_steps, warmup_steps, current_step)
 
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.initial_lr * (step + 1) / (self.warmup_steps + 1)
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps))
-        return self.initial_lr * (1.0 - progress) ** self.exponent
-
-    def step(self, current_step: Optional[int] = None) -> None:
-        if current_step is None or current_step == -1:
-            current_step = self.ctr
-            self.ctr += 1
-        lr = self.lr_at(current_step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        return self._last_lr
+    def decay(self, progress: float) -> float:
+        return (1.0 - progress) ** self.exponent

@@ -14,9 +14,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from subfore_test_helpers import clean_environment, nnunet_test_environment, result_folder, run
+from subfore_test_helpers import (
+    clean_environment,
+    masked_l1_trained_and_fresh,
+    nnunet_test_environment,
+    result_folder,
+    run,
+)
 
-from nnunet_subfore.crops import center_crop
 from nnunet_subfore.demo import CHAINS, DOWNSTREAM_ID, DOWNSTREAM_NAME, PRETRAIN_ID, PRETRAIN_NAME
 from nnunet_subfore.paths import dataset_folder_name
 
@@ -185,25 +190,7 @@ def test_cnn_pretraining_lowers_the_reconstruction_loss(cnn_demo_run, plans_kind
     trainer = get_trainer_from_args(str(PRETRAIN_ID), "3d_fullres", 1, trainer_name, plans, device=torch.device("cpu"))
     trainer.initialize()
     assert type(trainer.network).__name__ == arch
-    dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, None)
-    patch = [int(p) for p in trainer.configuration_manager.patch_size]
-    x = torch.stack([torch.from_numpy(center_crop(np.asarray(dataset.load_case(k)[0]), patch)[0])
-                     for k in sorted(dataset.identifiers)])
-
-    def fixed_loss(network):
-        trainer.network = network.eval()
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            return float(np.mean([float(trainer._masked_loss(x, generator=generator)[0]) for _ in range(8)]))
-
-    def fresh_network(seed):
-        torch.manual_seed(seed)
-        return trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 1, False)
-
-    untrained = float(np.mean([fixed_loss(fresh_network(seed)) for seed in range(3)]))
-    trained_network = fresh_network(0)
-    trained_network.load_state_dict(checkpoint["network_weights"])
-    trained = fixed_loss(trained_network)
+    trained, untrained = masked_l1_trained_and_fresh(trainer, checkpoint["network_weights"])
     assert trained < 0.9 * untrained, (trained, untrained)
 
 

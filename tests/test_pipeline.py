@@ -14,9 +14,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from subfore_test_helpers import result_folder, run
+from subfore_test_helpers import masked_l1_trained_and_fresh, result_folder, run
 
-from nnunet_subfore.crops import center_crop
 from nnunet_subfore.paths import dataset_folder_name
 from nnunet_subfore.demo import (
     DOWNSTREAM_ID,
@@ -200,25 +199,7 @@ def test_pretraining_loss_falls(demo_run, monkeypatch):
 
     trainer = get_trainer_from_args(str(PRETRAIN_ID), "3d_fullres", 1, trainer_name, device=torch.device("cpu"))
     trainer.initialize()
-    dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, None)
-    patch = [int(p) for p in trainer.configuration_manager.patch_size]
-    x = torch.stack([torch.from_numpy(center_crop(np.asarray(dataset.load_case(k)[0]), patch)[0])
-                     for k in sorted(dataset.identifiers)])
-
-    def fixed_loss(network):
-        trainer.network = network.eval()
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            return float(np.mean([float(trainer._masked_loss(x, generator=generator)[0]) for _ in range(8)]))
-
-    def fresh_network(seed):
-        torch.manual_seed(seed)
-        return trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 1, False)
-
-    untrained = float(np.mean([fixed_loss(fresh_network(seed)) for seed in range(3)]))
-    trained_network = fresh_network(0)
-    trained_network.load_state_dict(checkpoint["network_weights"])
-    trained = fixed_loss(trained_network)
+    trained, untrained = masked_l1_trained_and_fresh(trainer, checkpoint["network_weights"])
     # measured: untrained 0.70-0.90 (mean of 3 seeds 0.76), trained 0.57-0.61
     assert trained < 0.9 * untrained, (trained, untrained)
 
@@ -272,8 +253,10 @@ def test_pretraining_checkpoint_resumes(demo_run, monkeypatch):
     maybe_load_checkpoint(trainer, True, False)
     saved = torch.load(result_dir(env, PRETRAIN, PRETRAINER) / "fold_0" / "checkpoint_final.pth", weights_only=False)
     assert trainer.current_epoch == saved["current_epoch"] == 4
-    assert trainer._best_ema == saved["_best_ema"] and np.isfinite(trainer._best_ema)
     assert trainer.logger.get_value("val_losses", step=None) == saved["logging"]["val_losses"]
+    # the best smoothed validation loss lives in the restored log, not in nnU-Net's private _best_ema
+    ema = trainer.logger.get_value("ema_val_losses", step=None)
+    assert ema == saved["logging"]["ema_val_losses"] and len(ema) == 4 and np.all(np.isfinite(ema))
     assert trainer.optimizer.state_dict()["state"]  # AdamW moments restored
 
 
