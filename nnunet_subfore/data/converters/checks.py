@@ -185,6 +185,8 @@ def inspect_case(case: Case, spec: DatasetSpec) -> Tuple[Optional[Inspected], Op
         return None, f"cannot read {case.images[0]} ({sitk_message(error)}); re-download it."
     try:
         label_image = read_image(case.label)
+    except TruncatedImageError as error:
+        return None, str(error)
     except UnreadableImageError as error:
         return None, f"{error}; re-download it."
     problem = channel_problem(geometry, len(spec.channels))

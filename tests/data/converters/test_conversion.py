@@ -310,3 +310,22 @@ def test_cli_exit_status(tmp_path, capsys):
     assert main(args) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
+
+
+@pytest.mark.parametrize("dataset, make, truncate", [
+    ("btcv", make_btcv, ("Training/img/img0002.nii.gz", "Training/label/label0003.nii.gz")),
+    ("flare22", make_flare22, ("images/FLARE22_Tr_0002_0000.nii.gz", "labels/FLARE22_Tr_0003.nii.gz")),
+])
+def test_half_downloaded_images_and_labels_are_skipped_by_name(nnunet_folders, tmp_path, dataset, make, truncate):
+    """SimpleITK would read them with zeros for the missing half; convert names them and converts the rest."""
+    source = make(tmp_path / "download", n=4)
+    for relative in truncate:
+        path = source / relative
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    report = convert_dataset(dataset, source, 530 if dataset == "btcv" else 531, None, False, False)
+    assert report.exit_code() == 1 and len(report.converted) == 2
+    reasons = " ".join(reason for _, reason in report.skipped)
+    for relative in truncate:
+        assert str(source / relative) in reasons
+    assert reasons.count("re-download") == 2 and len(report.skipped) == 2
