@@ -171,10 +171,10 @@ def _cmd_check_overlap(args) -> int:
 
 def _cmd_threshold_analysis(args) -> int:
     from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+    from nnunet_subfore.reporting.outputs import refuse_existing
     from nnunet_subfore.reporting.threshold_analysis import (
         markdown,
         output_paths,
-        refuse_existing,
         threshold_analysis,
         write_threshold_analysis,
     )
@@ -197,7 +197,7 @@ def _cmd_masking_report(args) -> int:
     from nnunet_subfore.plans import read_plans
     from nnunet_subfore.registry import find_trainer_class
     from nnunet_subfore.reporting.masking_report import markdown, masking_report, output_paths, write_masking_report
-    from nnunet_subfore.reporting.threshold_analysis import refuse_existing
+    from nnunet_subfore.reporting.outputs import refuse_existing
 
     trainer = find_trainer_class(args.trainer)
     if getattr(trainer, "masking", None) is None:

@@ -36,7 +36,7 @@ from nnunet_subfore.masking import ForegroundMasker, otsu_thresholds, windowed_b
 from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.recipe import HU_CRITERIA, PAPER_MASKING, MaskingRecipe
 from nnunet_subfore.reporting.canvas import save_figure, wrap_title
-from nnunet_subfore.reporting.threshold_analysis import refuse_existing
+from nnunet_subfore.reporting.outputs import refuse_existing, report_paths
 
 OUTPUT_STEM = "masking_report"
 #: nnU-Net's default share of foreground-forced crops per batch (nnUNetTrainer.oversample_foreground_percent).
@@ -180,7 +180,7 @@ def criterion_name(masker: ForegroundMasker) -> str:
 # ---------------------------------------------------------------------------------------------- outputs
 
 def output_paths(output_dir: Path) -> Dict[str, Path]:
-    return {ext: Path(output_dir) / f"{OUTPUT_STEM}.{ext}" for ext in ("png", "md", "csv", "json")}
+    return report_paths(output_dir, OUTPUT_STEM)
 
 
 def _pct(x: float) -> str:

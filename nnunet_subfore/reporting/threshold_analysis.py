@@ -36,6 +36,7 @@ import numpy as np
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.recipe import PAPER_MASKING
 from nnunet_subfore.reporting.canvas import save_figure, wrap_title, wrap_to_width
+from nnunet_subfore.reporting.outputs import refuse_existing, report_paths
 
 #: Histogram bins over the windowed intensity [0, 1].
 N_BINS = 100
@@ -237,7 +238,7 @@ def threshold_analysis(raw_folder: Path, window: Sequence[float] = PAPER_MASKING
 # ---------------------------------------------------------------------------------------------- outputs
 
 def output_paths(output_dir: Path) -> Dict[str, Path]:
-    return {ext: Path(output_dir) / f"{OUTPUT_STEM}.{ext}" for ext in ("png", "md", "csv", "json")}
+    return report_paths(output_dir, OUTPUT_STEM)
 
 
 def _fmt(u: float, analysis: ThresholdAnalysis) -> str:
@@ -352,16 +353,6 @@ def write_threshold_analysis(analysis: ThresholdAnalysis, output_dir: Path, forc
               **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in analysis.numbers.items()}}
     paths["json"].write_text(json.dumps(record, indent=2), encoding="utf-8")
     return list(paths.values())
-
-
-def refuse_existing(paths, force: bool) -> None:
-    """UserError naming the first existing output when ``force`` is False (a folder in its place always)."""
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            raise UserError(f"{path} is a folder; choose another output folder.")
-        if path.exists() and not force:
-            raise UserError(f"{path} exists; pass --force to overwrite it.")
 
 
 def read_lambda(path: Path) -> Tuple[float, Tuple[float, float]]:
