@@ -199,14 +199,14 @@ class Demo:
         self.step()
         chain = self.chain
         self.run("plan_pretrain", ["nnUNetv2_plan_and_preprocess", "-d", str(PRETRAIN_ID), "-c", "3d_fullres",
-                                   "-np", "2", "--verify_dataset_integrity"])
+                                   "-np", "2", "-npfp", "2", "--verify_dataset_integrity"])
         if chain.tiny_cnn:
             # the stock trainer rebuilds the network from the plans: the tiny CNN lives in a plans preset
             self.run("plans_tiny_cnn", ["nnunet-subfore", "plans", "-d", str(PRETRAIN_ID), "--tiny-cnn",
                                         "--plans-name", chain.pretrain_plans, "--force"])
         # fingerprint + default plans (copies dataset.json); no preprocessing with its own normalization
         self.run("plan_downstream", ["nnUNetv2_plan_and_preprocess", "-d", str(DOWNSTREAM_ID), "-c", "3d_fullres",
-                                     "-np", "2", "--no_pp", "--verify_dataset_integrity"])
+                                     "-np", "2", "-npfp", "2", "--no_pp", "--verify_dataset_integrity"])
         self.run("move_plans", ["nnUNetv2_move_plans_between_datasets", "-s", str(PRETRAIN_ID), "-t",
                                 str(DOWNSTREAM_ID), "-sp", chain.pretrain_plans, "-tp", chain.downstream_plans])
         self.run("preprocess_downstream", ["nnUNetv2_preprocess", "-d", str(DOWNSTREAM_ID), "-plans_name",

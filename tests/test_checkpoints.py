@@ -90,7 +90,7 @@ def test_two_channel_dataset_through_adapt_checkpoint(demo_run, tmp_path):
     meta = json.loads((dataset / "dataset.json").read_text())
     meta["channel_names"] = {"0": "CT", "1": "CT"}
     (dataset / "dataset.json").write_text(json.dumps(meta))
-    run(["nnUNetv2_plan_and_preprocess", "-d", "993", "-c", "3d_fullres", "-np", "1"], env)
+    run(["nnUNetv2_plan_and_preprocess", "-d", "993", "-c", "3d_fullres", "-np", "1", "-npfp", "1"], env)
 
     checkpoint = result_folder(env, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME), PRETRAINER) / "fold_0" / "checkpoint_final.pth"
     train = ["nnUNetv2_train", "993", "3d_fullres", "0", "-tr", "SubForeSwinUNETRTrainer_short", "-device", "cpu",
