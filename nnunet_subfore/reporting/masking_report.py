@@ -36,7 +36,7 @@ from nnunet_subfore.masking import ForegroundMasker, otsu_thresholds, windowed_b
 from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.recipe import HU_CRITERIA, PAPER_MASKING, MaskingRecipe
 from nnunet_subfore.reporting.canvas import save_figure, wrap_title
-from nnunet_subfore.reporting.outputs import refuse_existing, report_paths
+from nnunet_subfore.reporting.outputs import report_paths, write_report
 
 OUTPUT_STEM = "masking_report"
 #: nnU-Net's default share of foreground-forced crops per batch (nnUNetTrainer.oversample_foreground_percent).
@@ -295,16 +295,10 @@ def draw(report: MaskingReport, output: Path) -> None:
 
 def write_masking_report(report: MaskingReport, output_dir: Path, force: bool = False) -> List[Path]:
     """PNG, Markdown, CSV and JSON into ``output_dir``; existing ones are refused without ``force``."""
-    paths = output_paths(output_dir)
-    refuse_existing(paths.values(), force)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    draw(report, paths["png"])
-    paths["md"].write_text(markdown(report), encoding="utf-8")
-    paths["csv"].write_text(csv_text(report), encoding="utf-8")
-    numbers = summary_numbers(report)
-    record = {"dataset": report.dataset, "plans": report.plans_name, "configuration": report.configuration,
-              "patch_size": list(report.patch_size), "masker": repr(report.masker), "window": list(report.recipe.window),
-              **numbers,
-              "per_patch": report.patch_shares}
-    paths["json"].write_text(json.dumps(record, indent=1), encoding="utf-8")
-    return list(paths.values())
+    def record() -> dict:
+        return {"dataset": report.dataset, "plans": report.plans_name, "configuration": report.configuration,
+                "patch_size": list(report.patch_size), "masker": repr(report.masker),
+                "window": list(report.recipe.window), **summary_numbers(report), "per_patch": report.patch_shares}
+
+    return write_report(output_paths(output_dir), force, lambda path: draw(report, path), lambda: markdown(report),
+                        lambda: csv_text(report), record, json_indent=1)

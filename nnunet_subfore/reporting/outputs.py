@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Dict, Iterable
+from typing import Callable, Dict, Iterable, List
 
 from nnunet_subfore.errors import UserError
 
@@ -24,3 +25,16 @@ def refuse_existing(paths: Iterable[Path], force: bool) -> None:
             raise UserError(f"{path} is a folder; choose another output folder.")
         if path.exists() and not force:
             raise UserError(f"{path} exists; pass --force to overwrite it.")
+
+
+def write_report(paths: Dict[str, Path], force: bool, draw: Callable[[Path], object], markdown: Callable[[], str],
+                 csv_text: Callable[[], str], record: Callable[[], dict], json_indent: int = 2) -> List[Path]:
+    """Write a report's files (:func:`report_paths`): refuse existing ones without ``force``, then the PNG
+    (``draw(path)``), the Markdown, the CSV and the JSON ``record``, each made when its turn comes."""
+    refuse_existing(paths.values(), force)
+    paths["png"].parent.mkdir(parents=True, exist_ok=True)
+    draw(paths["png"])
+    paths["md"].write_text(markdown(), encoding="utf-8")
+    paths["csv"].write_text(csv_text(), encoding="utf-8")
+    paths["json"].write_text(json.dumps(record(), indent=json_indent), encoding="utf-8")
+    return list(paths.values())

@@ -36,7 +36,7 @@ import numpy as np
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.recipe import PAPER_MASKING
 from nnunet_subfore.reporting.canvas import save_figure, wrap_title, wrap_to_width
-from nnunet_subfore.reporting.outputs import refuse_existing, report_paths
+from nnunet_subfore.reporting.outputs import report_paths, write_report
 
 #: Histogram bins over the windowed intensity [0, 1].
 N_BINS = 100
@@ -342,17 +342,13 @@ def draw(analysis: ThresholdAnalysis, output: Path) -> None:
 
 def write_threshold_analysis(analysis: ThresholdAnalysis, output_dir: Path, force: bool = False) -> List[Path]:
     """PNG, Markdown, CSV and JSON into ``output_dir``; existing ones are refused without ``force``."""
-    paths = output_paths(output_dir)
-    refuse_existing(paths.values(), force)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    draw(analysis, paths["png"])
-    paths["md"].write_text(markdown(analysis), encoding="utf-8")
-    paths["csv"].write_text(csv_text(analysis), encoding="utf-8")
-    record = {"dataset": analysis.dataset, "cases": analysis.cases, "window": list(analysis.window),
-              "subvolume_size": analysis.subvolume_size,
-              **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in analysis.numbers.items()}}
-    paths["json"].write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return list(paths.values())
+    def record() -> dict:
+        return {"dataset": analysis.dataset, "cases": analysis.cases, "window": list(analysis.window),
+                "subvolume_size": analysis.subvolume_size,
+                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in analysis.numbers.items()}}
+
+    return write_report(output_paths(output_dir), force, lambda path: draw(analysis, path), lambda: markdown(analysis),
+                        lambda: csv_text(analysis), record)
 
 
 def read_lambda(path: Path) -> Tuple[float, Tuple[float, float]]:
