@@ -567,7 +567,7 @@ class EndToEnd:
             out = subprocess.run([console_script("nnunet-subfore"), "trainer-path"], capture_output=True, text=True,
                                  timeout=60, env=self.env, cwd=str(self.work))
             path = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-            ok = out.returncode == 0 and (Path(path) / "subfore_demo.py").exists()
+            ok = out.returncode == 0 and (Path(path) / "subfore_variants.py").exists()
             site = os.environ.get("GPU_CHECK_SITE", "")
             installed = bool(site) and Path(path).resolve().is_relative_to(Path(site).resolve())
             detail = f"{path} ({'the installed copy' if installed else 'NOT under ' + (site or 'the install dir')})"

@@ -124,7 +124,7 @@ fi
 if logged "$PY" -c "
 import importlib, sys
 names = ['torch', 'numpy', 'nnunetv2', 'monai', 'SimpleITK', 'blosc2', 'acvl_utils', 'cc3d', 'dynamic_network_architectures',
-         'batchgenerators', 'batchgeneratorsv2', 'nibabel', 'timm', 'nnunet_subfore', 'nnunet_subfore.trainers.subfore_demo',
+         'batchgenerators', 'batchgeneratorsv2', 'nibabel', 'timm', 'nnunet_subfore', 'nnunet_subfore.trainers.subfore_variants',
          'nnunetv2.training.nnUNetTrainer.primus.primus_trainers']
 mods = {n: importlib.import_module(n) for n in names}
 vers = {n: getattr(mods[n], '__version__', None) for n in ('torch', 'numpy', 'monai', 'blosc2', 'timm')}

@@ -94,7 +94,7 @@ def _cmd_plans(args) -> int:
 
 def _cmd_adapt_checkpoint(args) -> int:
     from nnunet_subfore.checkpoints import adapt_checkpoint, load_checkpoint
-    from nnunet_subfore.registry import build_trainer_network, find_trainer_class
+    from nnunet_subfore.registry import build_trainer_network, suggested_trainers
 
     output = Path(args.output)
     if output.is_dir():
@@ -111,7 +111,7 @@ def _cmd_adapt_checkpoint(args) -> int:
         target=target,
         trainer_name=args.trainer,
         output=output,
-        trainers_for_backbone=getattr(find_trainer_class(args.trainer), "trainers_for_backbone", {}),
+        trainers_for_backbone=suggested_trainers(args.trainer),
         force=args.force,
     )
     print(report.describe())

@@ -67,7 +67,7 @@ def build_trainer_network(trainer_name: str, plans_file: Path, configuration: st
             f"{plans_file} has no configuration {configuration!r} (available: {plans_manager.available_configurations})."
         )
     configuration_manager = plans_manager.get_configuration(configuration)
-    backbone = getattr(trainer, "backbone", None)
+    backbone = getattr(getattr(trainer, "backbone", None), "name", None)
     if backbone is not None and hasattr(trainer, "fitted_patch_size"):
         patch, _ = trainer.fitted_patch_size(configuration_manager.patch_size, configuration_manager)
         configuration_manager.configuration["patch_size"] = list(patch)
@@ -80,3 +80,13 @@ def build_trainer_network(trainer_name: str, plans_file: Path, configuration: st
             raise UserError(f"{trainer_name} builds a {type(network).__name__}, neither a SubFore UNETR/SwinUNETR "
                             f"nor a CNN that nnU-Net plans (PlainConvUNet, ResidualEncoderUNet).")
     return TrainerNetwork(network, backbone, token_grid(configuration_manager.patch_size) if backbone == "unetr" else None)
+
+
+def suggested_trainers(trainer_name: str) -> dict:
+    """backbone name -> (fine-tuning, pretraining) trainer names that messages about ``trainer_name``'s checkpoints
+    suggest: its own family's (the ``_demo`` variants name ``_demo`` trainers), else the shipped ones."""
+    from nnunet_subfore.backbones import trainers_for_backbones
+
+    trainer = find_trainer_class(trainer_name)
+    family = getattr(trainer, "trainers_for_backbone", None)
+    return family() if callable(family) else trainers_for_backbones()

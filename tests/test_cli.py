@@ -39,10 +39,14 @@ def test_paper_settings_of_the_shipped_trainers():
     from nnunet_subfore.trainers.subfore_finetune import SubForeSwinUNETRTrainer, SubForeUNETRTrainer
     from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer, SubForePretrainTrainer_UNETR
 
-    assert (SubForePretrainTrainer.base_lr, SubForePretrainTrainer.base_weight_decay) == (8e-4, 0.05)
-    assert SubForePretrainTrainer_UNETR.base_lr == 1e-4
-    assert (SubForeSwinUNETRTrainer.base_lr, SubForeSwinUNETRTrainer.base_weight_decay) == (1e-3, 1e-5)
-    assert SubForeUNETRTrainer.base_lr == 3e-4
+    def settings(trainer):
+        recipe = trainer.optimizer_recipe()
+        return recipe.optimizer, recipe.lr, recipe.weight_decay, recipe.schedule, recipe.warmup(1000)
+
+    assert settings(SubForePretrainTrainer) == ("adamw", 8e-4, 0.05, "cosine", 50)
+    assert settings(SubForePretrainTrainer_UNETR) == ("adamw", 1e-4, 0.05, "cosine", 50)
+    assert settings(SubForeSwinUNETRTrainer) == ("adamw", 1e-3, 1e-5, "cosine", 50)
+    assert settings(SubForeUNETRTrainer) == ("adamw", 3e-4, 1e-5, "cosine", 50)
     for trainer in (SubForePretrainTrainer, SubForeSwinUNETRTrainer):
         assert trainer.architecture is None and trainer.patch_size is None and trainer.epochs is None
     assert PAPER_ARCHITECTURES["swinunetr"]["feature_size"] == 48 and PAPER_ARCHITECTURES["swinunetr"]["use_v2"]

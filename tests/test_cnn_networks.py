@@ -27,8 +27,8 @@ from nnunet_subfore.plans import derive_tiny_cnn_plans
 from nnunet_subfore.registry import build_trainer_network
 from nnunet_subfore.schedules import WarmupPolyLRScheduler
 from nnunet_subfore.trainers.subfore_cnn import (
-    PlansCNN,
     SubForeCNNFinetuneTrainer,
+    SubForeCNNFinetuneTrainer_scratch,
     SubForeCNNPretrainTrainer,
     SubForeRandomMaskCNNPretrainTrainer,
 )
@@ -97,7 +97,7 @@ def test_random_mask_ablation_differs_only_in_the_masking():
     a, b = SubForeCNNPretrainTrainer, SubForeRandomMaskCNNPretrainTrainer
     assert b.masking.selection == "random" and a.masking.selection != "random"
     assert b.masking.with_changes(selection=a.masking.selection) == a.masking
-    assert (a.base_lr, a.base_weight_decay, a.backbone) == (b.base_lr, b.base_weight_decay, b.backbone)
+    assert (a.optimizer_recipe(), a.backbone) == (b.optimizer_recipe(), b.backbone)
 
 
 @pytest.mark.parametrize("arch", [PLAIN_ARCH, RESENC_ARCH], ids=["PlainConvUNet", "ResidualEncoderUNet"])
@@ -211,12 +211,14 @@ def test_warmup_poly_schedule():
         WarmupPolyLRScheduler(opt, 1e-3, max_steps=10, warmup_steps=10)
 
 
-@pytest.mark.parametrize("trainer, lr, warmup", [(SubForeCNNPretrainTrainer, 1e-2, 0), (SubForeCNNFinetuneTrainer, 1e-3, 50)])
+@pytest.mark.parametrize("trainer, lr, warmup", [(SubForeCNNPretrainTrainer, 1e-2, 0), (SubForeCNNFinetuneTrainer, 1e-3, 50),
+                                                 (SubForeCNNFinetuneTrainer_scratch, 1e-2, 0)])
 def test_cnn_optimizers_are_sgd_nesterov_with_poly_decay(trainer, lr, warmup):
     net = torch.nn.Linear(2, 2)
-    host = SimpleNamespace(network=net, initial_lr=trainer.base_lr, weight_decay=trainer.base_weight_decay,
-                           momentum=trainer.momentum, warmup_epochs=trainer.warmup_epochs, num_epochs=1000)
-    optimizer, scheduler = PlansCNN.configure_optimizers(host)
+    recipe = trainer.optimizer_recipe()
+    host = SimpleNamespace(network=net, initial_lr=recipe.lr, weight_decay=recipe.weight_decay, num_epochs=1000,
+                           optimizer_recipe=trainer.optimizer_recipe)
+    optimizer, scheduler = trainer.configure_optimizers(host)
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, torch.optim.SGD) and group["nesterov"] and group["momentum"] == 0.99
     assert group["weight_decay"] == 3e-5 and scheduler.initial_lr == lr and scheduler.warmup_steps == warmup
@@ -238,4 +240,4 @@ def test_nnunet_finds_the_cnn_trainers(monkeypatch):
     monkeypatch.setenv("nnUNet_extTrainer", str(trainer_path()))
     for name in CNN_TRAINERS:
         cls = recursive_find_trainer_class_by_name(name)
-        assert cls.__name__ == name and issubclass(cls, nnUNetTrainer) and cls.backbone == CNN_BACKBONE
+        assert cls.__name__ == name and issubclass(cls, nnUNetTrainer) and cls.backbone.name == CNN_BACKBONE

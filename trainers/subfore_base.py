@@ -1,5 +1,5 @@
-"""What all SubFore trainers share: a MONAI backbone built from the plans, a patch the backbone accepts,
-AdamW with warm-up and cosine decay, no deep supervision, CPU-loadable checkpoints.
+"""What all SubFore trainers share: a backbone object that builds the network from the plans and fits the
+patch to it, the backbone's optimizer recipe, CPU-loadable checkpoints written atomically.
 
 nnU-Net imports the modules of this folder as top-level modules (``nnUNet_extTrainer``), so they
 import each other and the library by absolute ``nnunet_subfore...`` names only.
@@ -15,10 +15,9 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_subfore.backbones import SWINUNETR, Backbone, OptimizerRecipe
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.networks import build_network, check_patch_size, patch_divisor, valid_patch_size
 from nnunet_subfore.recipe import MaskingRecipe
-from nnunet_subfore.schedules import WarmupCosineLRScheduler
 from nnunet_subfore.trainers.subfore_nnunet_copies import save_checkpoint_atomically
 
 
@@ -28,37 +27,47 @@ class SubForeTrainerBase(nnUNetTrainer):
     Subclasses set the class attributes; like nnU-Net's own variants they change attributes, not code.
 
     Attributes:
-        backbone: ``"swinunetr"`` or ``"unetr"``.
-        architecture: MONAI constructor arguments (None: the paper's, see ``networks.PAPER_ARCHITECTURES``).
-            Pretraining and fine-tuning trainers must use the same for weights to transfer.
+        backbone: the :class:`nnunet_subfore.backbones.Backbone` (``SWINUNETR``, ``UNETR``, ``PLANS_CNN``): it
+            builds the network, fits the patch and gives the default optimizer.
+        architecture: MONAI constructor arguments (None: the paper's, see ``networks.PAPER_ARCHITECTURES``;
+            unused by the CNN, whose plans say it). Pretraining and fine-tuning trainers must use the same.
         patch_size: force this patch (written into the saved plans); None: the planned patch, moved to
             the nearest size the backbone accepts.
         masking: the masking recipe of MIM trainers (its subvolume size must also divide the patch); None
             for fine-tuning.
-        warmup_fraction: share of the epochs spent in linear warm-up.
+        deep_supervision: nnU-Net's deep supervision (only the CNN fine-tuning trainers use it).
+        base_lr, base_weight_decay, warmup_epochs, warmup_fraction, momentum: override the backbone's
+            optimizer recipe (:meth:`optimizer_recipe`); None keeps the backbone's value.
         epochs, iterations_per_epoch, val_iterations_per_epoch: override nnU-Net's 1000 / 250 / 50.
         checkpoint_minutes: write ``checkpoint_latest.pth`` at least this often (besides every
             ``save_every`` epochs, which is nnU-Net's 50 or a tenth of the epochs, whichever is smaller).
+        trainer_name_suffix: appended to the trainer names that messages suggest (a variant family such
+            as the ``_demo`` trainers names its own).
     """
 
-    backbone: str = "swinunetr"
+    backbone: Backbone = SWINUNETR
     architecture: Optional[dict] = None
     patch_size: Optional[Tuple[int, int, int]] = None
     masking: Optional[MaskingRecipe] = None
-    base_lr: float = 1e-3
-    base_weight_decay: float = 1e-5
-    warmup_fraction: float = 0.05
+    deep_supervision: bool = False
+    base_lr: Optional[float] = None
+    base_weight_decay: Optional[float] = None
+    warmup_epochs: Optional[int] = None
+    warmup_fraction: Optional[float] = None
+    momentum: Optional[float] = None
     epochs: Optional[int] = None
     iterations_per_epoch: Optional[int] = None
     val_iterations_per_epoch: Optional[int] = None
     checkpoint_minutes: float = 30.0
+    trainer_name_suffix: str = ""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = self.base_lr
-        self.weight_decay = self.base_weight_decay
-        self.enable_deep_supervision = False
+        recipe = self.optimizer_recipe()
+        self.initial_lr = recipe.lr
+        self.weight_decay = recipe.weight_decay
+        self.enable_deep_supervision = self.deep_supervision
         if self.epochs is not None:
             self.num_epochs = self.epochs
         if self.iterations_per_epoch is not None:
@@ -73,6 +82,31 @@ class SubForeTrainerBase(nnUNetTrainer):
         except UserError as e:
             self.fail(str(e))
         self._respect_omp_num_threads()
+
+    # ----------------------------------------------------------------------------------------------
+    # optimizer: the backbone's recipe for this trainer's role, changed by the class attributes
+    @classmethod
+    def default_optimizer(cls) -> OptimizerRecipe:
+        """The backbone's recipe for this kind of trainer (fine-tuning here; pretraining in MIM trainers)."""
+        return cls.backbone.finetuning
+
+    @classmethod
+    def optimizer_recipe(cls) -> OptimizerRecipe:
+        """The optimizer recipe this trainer runs with: :meth:`default_optimizer` with the class's overrides."""
+        return cls.default_optimizer().with_changes(
+            lr=cls.base_lr, weight_decay=cls.base_weight_decay, warmup_epochs=cls.warmup_epochs,
+            warmup_fraction=cls.warmup_fraction, momentum=cls.momentum)
+
+    def configure_optimizers(self):
+        recipe = self.optimizer_recipe().with_changes(lr=self.initial_lr, weight_decay=self.weight_decay)
+        return recipe.build(self.network.parameters(), self.num_epochs)
+
+    @classmethod
+    def trainers_for_backbone(cls) -> dict:
+        """backbone name -> (fine-tuning, pretraining) trainer names that messages suggest (this family's)."""
+        from nnunet_subfore.backbones import trainers_for_backbones
+
+        return trainers_for_backbones(cls.trainer_name_suffix)
 
     def _respect_omp_num_threads(self) -> None:
         """``nnUNetv2_train -device cpu`` sets torch's threads to every core; honour an explicit OMP_NUM_THREADS.
@@ -108,21 +142,16 @@ class SubForeTrainerBase(nnUNetTrainer):
         """
         planned = tuple(int(p) for p in planned)
         masking = masking if masking is not None else cls.masking
-        divisor = patch_divisor(cls.backbone, masking.subvolume_size if masking else None)
         try:
-            if cls.patch_size is not None:
-                patch, reason = tuple(int(p) for p in cls.patch_size), f"{cls.__name__}.patch_size"
-            else:
-                patch, reason = valid_patch_size(planned, divisor), f"{cls.backbone} needs sides divisible by {divisor}"
-            check_patch_size(cls.backbone, patch, cls.architecture)
-            if any(p % divisor for p in patch):
-                raise ValueError(f"patch {patch} is not divisible by {divisor}")
+            patch, reason = cls.backbone.fit_patch(planned, configuration_manager,
+                                                   masking.subvolume_size if masking else None, cls.patch_size,
+                                                   cls.architecture)
         except ValueError as e:
             raise UserError(
                 f"No valid patch for {cls.__name__} from the planned {planned}: {e}. Set a valid patch "
                 f"with `nnunet-subfore plans -d DATASET --patch D H W` and train with -p SubForePlans."
             ) from e
-        return patch, reason
+        return patch, (f"{cls.__name__}.patch_size" if cls.patch_size is not None else reason)
 
     def _fit_patch_size(self) -> None:
         planned = tuple(int(p) for p in self.configuration_manager.patch_size)
@@ -138,16 +167,17 @@ class SubForeTrainerBase(nnUNetTrainer):
     # ----------------------------------------------------------------------------------------------
     # network: rebuilt from the plans alone at inference (nnUNetv2_predict calls this on the class)
     @classmethod
+    def output_channels(cls, num_input_channels: int, num_output_channels: int) -> int:
+        """The network's output channels (the classes here; the input channels for MIM reconstruction)."""
+        return num_output_channels
+
+    @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
-        return build_network(cls.backbone, configuration_manager.patch_size, num_input_channels,
-                             num_output_channels, cls.architecture)
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        warmup = min(int(round(self.warmup_fraction * self.num_epochs)), self.num_epochs - 1)
-        return optimizer, WarmupCosineLRScheduler(optimizer, self.initial_lr, self.num_epochs, warmup)
+        return cls.backbone.build(configuration_manager, num_input_channels,
+                                  cls.output_channels(num_input_channels, num_output_channels), cls.architecture,
+                                  bool(enable_deep_supervision and cls.deep_supervision))
 
     def initialize(self):
         try:

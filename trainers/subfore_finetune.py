@@ -4,154 +4,28 @@
 
 Without ``-pretrained_weights`` they train from scratch (the paper's dagger rows); the ``_scratch``
 aliases are the same classes under another name, so that both runs get their own result folders.
-nnU-Net's Dice + CE loss, sampling, augmentation, 5-fold splits, sliding-window validation and
-export are unchanged. The authors' settings: AdamW with warm-up then cosine decay, lr 1e-3
-(SwinUNETR) / 3e-4 (UNETR), weight decay 1e-5; no deep supervision.
+The authors' settings (the backbones' fine-tuning recipes): AdamW with warm-up then cosine decay, lr
+1e-3 (SwinUNETR) / 3e-4 (UNETR), weight decay 1e-5; no deep supervision. Everything else is
+:class:`~nnunet_subfore.trainers.subfore_supervised.SubForeFinetuneTrainer`'s.
 """
 
-from __future__ import annotations
+from nnunet_subfore.backbones import SWINUNETR, UNETR
+from nnunet_subfore.trainers.subfore_supervised import SubForeFinetuneTrainer, pretrained_weights_from_argv
 
-import argparse
-import json
-import os
-import sys
-import warnings
-from pathlib import Path
-from typing import Optional
-
-from nnunet_subfore.checkpoints import compare_state_dicts, load_checkpoint, transfer_error_message
-from nnunet_subfore.data.fingerprints import (
-    CHECKPOINT_KEY,
-    OVERLAP_FILE,
-    PRETRAINING_FINGERPRINTS_FILE,
-    dataset_cases,
-    find_shared,
-    fingerprint_cases,
-    raw_dataset_folder,
-    record_fingerprints,
-    split_roles,
-)
-from nnunet_subfore.errors import UserError
-from nnunet_subfore.networks import backbone_of_state_dict
-from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase
+__all__ = ["pretrained_weights_from_argv", "SubForeSwinUNETRTrainer", "SubForeUNETRTrainer",
+           "SubForeSwinUNETRTrainer_scratch", "SubForeUNETRTrainer_scratch"]
 
 
-def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
-    """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any.
-
-    The one place that reads ``sys.argv``: nnU-Net 2.8 passes the path to its own loader
-    (``run_training.maybe_load_checkpoint``) after ``initialize()``, never to the trainer, and offers
-    no hook; the trainer needs it to check the checkpoint (with the fix in the message) before
-    nnU-Net's loader asserts.
-    """
-    parser = argparse.ArgumentParser(add_help=False)
-    # nnUNetv2_train's options that share the prefix, so that `-p PLANS` is read as nnU-Net reads it
-    parser.add_argument("-p", default=None)
-    parser.add_argument("-pretrained_weights", default=None)
-    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return Path(known.pretrained_weights) if known.pretrained_weights else None
-
-
-class SubForeSwinUNETRTrainer(SubForeTrainerBase):
+class SubForeSwinUNETRTrainer(SubForeFinetuneTrainer):
     """Supervised SwinUNETR (feature 48, use_v2) in nnU-Net; takes SubForePretrainTrainer weights."""
 
-    backbone = "swinunetr"
-    base_lr = 1e-3
-    base_weight_decay = 1e-5
-    #: test-time mirroring (nnU-Net's default); the demo variants switch it off to stay fast on CPUs
-    mirroring = True
-    #: backbone -> (fine-tuning trainer, pretraining trainer), named in messages about a checkpoint of
-    #: the wrong backbone; the demo variants name their own family
-    trainers_for_backbone = {
-        "swinunetr": ("SubForeSwinUNETRTrainer", "SubForePretrainTrainer"),
-        "unetr": ("SubForeUNETRTrainer", "SubForePretrainTrainer_UNETR"),
-    }
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        if not self.mirroring:
-            mirror_axes = self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch, mirror_axes
-
-    def initialize(self):
-        super().initialize()
-        weights = pretrained_weights_from_argv()
-        if weights is not None:
-            checkpoint = self.check_pretrained_weights(weights)
-            self.check_pretraining_overlap(weights, checkpoint)
-
-    def check_pretrained_weights(self, path: Path) -> dict:
-        """Fail with the fix, before nnU-Net's loader asserts, when ``path`` does not fit this network."""
-        try:
-            checkpoint = load_checkpoint(path)
-        except UserError as e:
-            self.fail(str(e))
-        state = checkpoint["network_weights"]
-        report = compare_state_dicts(self.plain_network.state_dict(), state)
-        if not report.ok:
-            self.fail(transfer_error_message(report, path, self.backbone, backbone_of_state_dict(state),
-                                             self.__class__.__name__, self.trainers_for_backbone))
-        self.print_to_log_file(f"Pretrained weights {path}:\n{report.describe()}")
-        return checkpoint
-
-    def check_pretraining_overlap(self, path: Path, checkpoint: dict) -> None:
-        """Leakage guard: warn by case name when a validation case of this fold was a pretraining case.
-
-        Compares the content fingerprints that the pretraining run recorded (in ``checkpoint``, else in
-        ``pretraining_fingerprints.json`` beside it) with those of this fold's training and validation
-        cases, read from the raw dataset; writes ``pretraining_overlap.json`` into the fold folder.
-        """
-        if self.local_rank != 0:
-            return
-        from nnunetv2.paths import nnUNet_raw
-
-        out = os.path.join(self.output_folder, OVERLAP_FILE)
-        record = checkpoint.get(CHECKPOINT_KEY)
-        beside = Path(path).parent / PRETRAINING_FINGERPRINTS_FILE
-        if record is None and beside.is_file():
-            record = json.loads(beside.read_text(encoding="utf-8"))
-        raw = raw_dataset_folder(nnUNet_raw, self.plans_manager.dataset_name)
-        reason = None
-        if record is None:
-            reason = (f"{path} records no fingerprints of its pretraining cases (written by another trainer or an "
-                      f"older version, or its raw data was missing)")
-        elif raw is None:
-            reason = f"the raw dataset {self.plans_manager.dataset_name} is not in nnUNet_raw ({nnUNet_raw})"
-        if reason is not None:
-            self.print_to_log_file(f"Leakage guard: not checked: {reason}. `nnunet-subfore check-overlap` compares "
-                                   f"the raw datasets before training.")
-            with open(out, "w") as f:
-                json.dump({"checked": False, "reason": reason, "pretrained_weights": str(path)}, f, indent=2)
-            return
-        train_keys, val_keys = self.do_split()
-        try:
-            reference = record_fingerprints(record)
-            cases = dataset_cases(raw)
-            prints = fingerprint_cases({k: v for k, v in cases.items() if k in set(train_keys) | set(val_keys)})
-        except UserError as e:
-            self.print_to_log_file(f"Leakage guard: not checked: {e}")
-            return
-        report = find_shared(reference, split_roles(prints, train_keys, val_keys), str(record.get("dataset")))
-        with open(out, "w") as f:
-            json.dump({"checked": True, "pretrained_weights": str(path), "fold": self.fold, **report.to_json()},
-                      f, indent=2)
-        for shared in report.shared_in("validation"):
-            message = (f"WARNING: validation case {shared.case} of fold {self.fold} was seen in pretraining (as "
-                       f"{', '.join(shared.seen_as)} of {report.reference}): its validation Dice is not an unseen-data "
-                       f"result.")
-            self.print_to_log_file(message)
-            warnings.warn(message, stacklevel=2)
-        n_val, n_train = len(report.shared_in("validation")), len(report.shared_in("training"))
-        self.print_to_log_file(
-            f"Leakage guard: {n_val} of {len(val_keys)} validation and {n_train} training case(s) of fold {self.fold} "
-            f"share an image with the pretraining cases of {report.reference} (details: {out}).")
+    backbone = SWINUNETR
 
 
-class SubForeUNETRTrainer(SubForeSwinUNETRTrainer):
+class SubForeUNETRTrainer(SubForeFinetuneTrainer):
     """Supervised UNETR (ViT-B/16, feature 16) in nnU-Net; takes SubForePretrainTrainer_UNETR weights."""
 
-    backbone = "unetr"
-    base_lr = 3e-4
+    backbone = UNETR
 
 
 class SubForeSwinUNETRTrainer_scratch(SubForeSwinUNETRTrainer):

@@ -1,283 +1,42 @@
-"""HU-based foreground masked image modeling (MIM) pretraining, run by the stock ``nnUNetv2_train``.
+"""HU-based foreground MIM pretraining of the paper's transformers, run by the stock ``nnUNetv2_train``.
 
     nnUNetv2_train 601 3d_fullres 0 -tr SubForePretrainTrainer
 
-The network (SwinUNETR or UNETR, whole encoder + decoder) reconstructs the unmasked patch from a
-patch whose foreground subvolumes were partly filled with noise; the loss is the L1 over the masked
-voxels. Settings of the paper: AdamW (lr 8e-4 SwinUNETR / 1e-4 UNETR, weight decay 0.05), warm-up
-then cosine decay, no data augmentation, no deep supervision, and the masking of
-:data:`nnunet_subfore.recipe.PAPER_MASKING`.
+Settings of the paper: AdamW (lr 8e-4 SwinUNETR / 1e-4 UNETR, weight decay 0.05), warm-up then cosine
+decay (the backbones' pretraining recipes), no data augmentation, no deep supervision, and the masking
+of :data:`nnunet_subfore.recipe.PAPER_MASKING`. Everything but the backbone is
+:class:`~nnunet_subfore.trainers.subfore_mim.SubForeMIMTrainer`'s.
 """
 
-from __future__ import annotations
+from nnunet_subfore.backbones import SWINUNETR, UNETR
+from nnunet_subfore.recipe import PAPER_MASKING
+from nnunet_subfore.trainers.subfore_mim import VALIDATION_MASK_SEED, SubForeMIMTrainer
 
-import json
-import os
-from typing import List
-
-import numpy as np
-import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnunetv2.utilities.collate_outputs import collate_outputs
-from nnunetv2.utilities.helpers import dummy_context
-from torch import autocast
-from torch import distributed as dist
-
-from nnunet_subfore.crops import center_crop
-from nnunet_subfore.data.fingerprints import (
-    CHECKPOINT_KEY,
-    PRETRAINING_FINGERPRINTS_FILE,
-    dataset_cases,
-    fingerprint_cases,
-    fingerprint_record,
-    raw_dataset_folder,
-)
-from nnunet_subfore.errors import UserError
-from nnunet_subfore.losses import MaskedL1Loss
-from nnunet_subfore.masking import ForegroundMasker
-from nnunet_subfore.masking_setup import masker_for_plans
-from nnunet_subfore.networks import build_network
-from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, recipe_from_plans
-from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
-from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
-from nnunet_subfore.trainers.subfore_nnunet_copies import mim_on_epoch_end
-
-#: Seed of the masks drawn for validation (the same every epoch, so validation losses compare).
-VALIDATION_MASK_SEED = 12345
+__all__ = ["VALIDATION_MASK_SEED", "SubForePretrainTrainer", "SubForePretrainTrainer_UNETR",
+           "SubForeRandomMaskPretrainTrainer", "SubForeRandomMaskPretrainTrainer_UNETR"]
 
 
-class SubForePretrainTrainer(SubForeTrainerBase):
-    """MIM pretraining with HU-based foreground masking, SwinUNETR backbone (the paper's default).
+class SubForePretrainTrainer(SubForeMIMTrainer):
+    """MIM pretraining with HU-based foreground masking, SwinUNETR backbone (the paper's default)."""
 
-    Attributes:
-        masking: the :class:`nnunet_subfore.recipe.MaskingRecipe` (window and threshold in HU; the
-            trainer maps the window into the plans' normalized units). The plans' ``subfore_masking``
-            entry (``nnunet-subfore plans --threshold ...``) changes it per run; the instance then holds the
-            recipe it runs with.
-    """
-
-    backbone = "swinunetr"
-    base_lr = 8e-4
-    base_weight_decay = 0.05
-    masking = PAPER_MASKING
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        # before the base class fits the patch to the subvolume size
-        self.masking, self.masking_settings = self.recipe_for_plans(plans)
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        # losses, not pseudo Dice: see subfore_mim_logging
-        self.logger.local_logger = MIMLocalLogger()
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True):
-        # the output is the reconstructed input, not class logits
-        return build_network(cls.backbone, configuration_manager.patch_size, num_input_channels,
-                             num_input_channels, cls.architecture)
-
-    @classmethod
-    def recipe_for_plans(cls, plans: dict):
-        """The recipe this trainer runs with under ``plans`` (the class's, changed by the plans' ``subfore_masking``)
-        and the settings the plans gave."""
-        try:
-            return recipe_from_plans(plans, cls.masking)
-        except (TypeError, ValueError) as e:
-            raise SystemExit(f"\n{cls.__name__}: the plans' {PLANS_MASKING_KEY} entry is invalid: {e}. Write it with "
-                             f"`nnunet-subfore plans -d DATASET --threshold ...`.") from e
-
-    def masking_log_line(self) -> str:
-        """What the log says about the masking settings and where they come from."""
-        source = (f"the plans' {PLANS_MASKING_KEY} {self.masking_settings}, the rest {self.__class__.__name__}'s defaults"
-                  if self.masking_settings else f"{self.__class__.__name__}'s defaults, no {PLANS_MASKING_KEY} in the plans")
-        return f"Masking settings: {self.masking.describe()} (from {source})"
-
-    def initialize(self):
-        self.print_to_log_file(self.masking_log_line())
-        try:
-            self.masker = self.build_masker()
-        except (UserError, KeyError) as e:
-            self.fail(str(e))
-        self.print_to_log_file(f"Masking: {self.masker}")
-        super().initialize()
-
-    def build_masker(self) -> ForegroundMasker:
-        """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible."""
-        plans_name = f"plans {self.plans_manager.plans_name!r} of {self.plans_manager.dataset_name}"
-        masker, line = masker_for_plans(self.plans_manager.plans, self.configuration_name, self.masking,
-                                        source=plans_name)
-        self.print_to_log_file(line)
-        return masker
-
-    def _build_loss(self):
-        return MaskedL1Loss()
-
-    # ----------------------------------------------------------------------------------------------
-    # leakage guard: the content fingerprint of every pretraining case, in the checkpoints and the fold folder
-    def on_train_start(self):
-        super().on_train_start()
-        self.record_pretraining_fingerprints()
-
-    def record_pretraining_fingerprints(self) -> None:
-        """Fingerprint every case of the raw dataset (the preprocessed data is resampled, so the raw images are
-        read through the dataset's own files) and write them to ``pretraining_fingerprints.json``; the
-        checkpoints carry them too, so that fine-tuning trainers can warn about evaluation cases seen here."""
-        self.pretraining_fingerprints = None
-        if self.local_rank != 0:
-            return
-        from nnunetv2.paths import nnUNet_raw
-
-        dataset = self.plans_manager.dataset_name
-        raw = raw_dataset_folder(nnUNet_raw, dataset)
-        if raw is None:
-            self.print_to_log_file(
-                f"Leakage guard: the raw dataset {dataset} is not in nnUNet_raw ({nnUNet_raw}); no fingerprints of "
-                f"the pretraining cases are recorded, so fine-tuning runs cannot check for shared cases.")
-            return
-        train_keys, val_keys = self.do_split()
-        try:
-            prints = fingerprint_cases(dataset_cases(raw))
-        except UserError as e:
-            self.print_to_log_file(f"Leakage guard: no fingerprints recorded: {e}")
-            return
-        self.pretraining_fingerprints = fingerprint_record(
-            prints, dataset, fold=self.fold, trained_on=list(train_keys), validated_on=list(val_keys))
-        with open(os.path.join(self.output_folder, PRETRAINING_FINGERPRINTS_FILE), "w") as f:
-            json.dump(self.pretraining_fingerprints, f, indent=1)
-        self.print_to_log_file(f"Leakage guard: content fingerprints of the {len(prints)} cases of {raw} recorded "
-                               f"({PRETRAINING_FINGERPRINTS_FILE} and the checkpoints).")
-
-    def checkpoint_extras(self) -> dict:
-        record = getattr(self, "pretraining_fingerprints", None)
-        return {} if record is None else {CHECKPOINT_KEY: record}
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        return no_augmentation_patch_setup(self)
-
-    @staticmethod
-    def get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
-                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
-                                foreground_labels=None, regions=None, ignore_label=None):
-        # the paper pretrains without data augmentation
-        return nnUNetTrainer.get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels,
-                                                       regions, ignore_label)
-
-    # ----------------------------------------------------------------------------------------------
-    def _masked_loss(self, data: torch.Tensor, generator=None):
-        batch = self.masker(data, generator=generator)
-        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            reconstruction = self.network(batch.masked)
-        loss = self.loss(reconstruction.float(), data.float(), batch.subvolume_mask)
-        return loss, batch
-
-    def train_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = self._masked_loss(data)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy()}
-
-    def on_validation_epoch_start(self):
-        super().on_validation_epoch_start()
-        self._val_generator = torch.Generator(device=self.device).manual_seed(VALIDATION_MASK_SEED + self.local_rank)
-
-    @torch.no_grad()
-    def validation_step(self, batch: dict) -> dict:
-        data = batch["data"].to(self.device, non_blocking=True)
-        loss, masked = self._masked_loss(data, generator=self._val_generator)
-        return {"loss": loss.cpu().numpy(), "masked_fraction": masked.masked_fraction.cpu().numpy()}
-
-    def on_validation_epoch_end(self, val_outputs: List[dict]):
-        losses = collate_outputs(val_outputs)["loss"]
-        if self.is_ddp:
-            gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, losses)
-            losses = np.concatenate([np.atleast_1d(g) for g in gathered])
-        self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
-
-    def _epoch_end(self) -> None:
-        mim_on_epoch_end(self)
-
-    # ----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def perform_actual_validation(self, save_probabilities: bool = False):
-        """Reconstruction metrics on the fold's validation cases (nothing is segmented).
-
-        One centred patch per case (padded like nnU-Net pads), masked with a fixed seed; writes
-        ``validation/reconstruction_metrics.json``.
-        """
-        if self.local_rank != 0:
-            return
-        self.network.eval()
-        _, val_keys = self.do_split()
-        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
-        generator = torch.Generator(device=self.device).manual_seed(VALIDATION_MASK_SEED)
-        patch = [int(p) for p in self.configuration_manager.patch_size]
-        per_case = {}
-        for key in val_keys:
-            data = np.asarray(dataset.load_case(key)[0])
-            x = torch.from_numpy(center_crop(data, patch)[0])[None].to(self.device)
-            loss, masked = self._masked_loss(x, generator=generator)
-            per_case[key] = {
-                "masked_l1": float(loss),
-                "masked_fraction": float(masked.masked_fraction),
-                "foreground_fraction": self._foreground_fraction(masked),
-            }
-        masked_cases = [v["masked_l1"] for v in per_case.values() if v["masked_fraction"] > 0]
-        summary = {
-            "trainer": self.__class__.__name__,
-            "masking": repr(self.masker),
-            "patch_size": patch,
-            "mean_masked_l1": float(np.mean(masked_cases)) if masked_cases else None,
-            "cases_without_masked_voxels": [k for k, v in per_case.items() if v["masked_fraction"] == 0],
-            "per_case": per_case,
-        }
-        out_dir = os.path.join(self.output_folder, "validation")
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "reconstruction_metrics.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        self.print_to_log_file(
-            f"Reconstruction on {len(val_keys)} validation cases: mean masked L1 {summary['mean_masked_l1']}"
-        )
-
-    def _foreground_fraction(self, masked) -> float:
-        """Share of the patch's subvolumes that pass the HU criterion (reported per validation case)."""
-        return float(masked.foreground.float().mean())
+    backbone = SWINUNETR
 
 
-class SubForePretrainTrainer_UNETR(SubForePretrainTrainer):
+class SubForePretrainTrainer_UNETR(SubForeMIMTrainer):
     """MIM pretraining with HU-based foreground masking, UNETR (ViT-B/16) backbone."""
 
-    backbone = "unetr"
-    base_lr = 1e-4
+    backbone = UNETR
 
 
 class SubForeRandomMaskPretrainTrainer(SubForePretrainTrainer):
-    """The ablation baseline: random subvolume masking at the same ratio (foreground or not)."""
+    """The ablation baseline: random subvolume masking at the same ratio (foreground or not), SwinUNETR."""
 
     masking = PAPER_MASKING.with_changes(selection="random")
-
-    def build_masker(self) -> ForegroundMasker:
-        # random masking ignores intensities, so it needs no HU check and works on any modality; the ablation
-        # stays random whatever selection the plans name
-        return ForegroundMasker.from_recipe(self.masking, selection="random")
-
-    def _foreground_fraction(self, masked):
-        # the masker never evaluates the HU criterion (no window in these units): not applicable
-        return None
+    random_masking = True
 
 
-class SubForeRandomMaskPretrainTrainer_UNETR(SubForeRandomMaskPretrainTrainer):
+class SubForeRandomMaskPretrainTrainer_UNETR(SubForePretrainTrainer_UNETR):
     """Random-masking baseline with the UNETR backbone."""
 
-    backbone = "unetr"
-    base_lr = 1e-4
+    masking = PAPER_MASKING.with_changes(selection="random")
+    random_masking = True

@@ -28,14 +28,14 @@ import random
 import numpy as np
 import torch
 
-from nnunet_subfore.trainers.subfore_cnn_demo import (
+from nnunet_subfore.trainers.subfore_variants import (
     SubForeCNNPretrainTrainer_demo,
     SubForeCNNTrainer_demo,
     SubForeCNNTrainer_demo_scratch,
     SubForeRandomMaskCNNPretrainTrainer_demo,
 )
-from nnunet_subfore.trainers.subfore_pretrain import SubForePretrainTrainer
-from nnunet_subfore.trainers.subfore_demo import (
+from nnunet_subfore.trainers.subfore_mim import SubForeMIMTrainer
+from nnunet_subfore.trainers.subfore_variants import (
     SubForePretrainTrainer_demo,
     SubForeRandomMaskPretrainTrainer_demo,
     SubForeSwinUNETRTrainer_demo,
@@ -65,7 +65,7 @@ class _BenchSettings:
             value = _env_int(var)
             if value is not None:
                 setattr(self, attr, value)
-        if isinstance(self, SubForePretrainTrainer):
+        if isinstance(self, SubForeMIMTrainer):
             value = _env_int("SUBFORE_BENCH_SUBVOLUME")
             if value is not None:
                 self.masking = self.masking.with_changes(subvolume_size=value)

@@ -20,7 +20,7 @@ import pkgutil
 
 import torch
 
-from nnunet_subfore.trainers.subfore_demo import (
+from nnunet_subfore.trainers.subfore_variants import (
     SubForePretrainTrainer_demo,
     SubForePretrainTrainer_UNETR_demo,
     SubForeRandomMaskPretrainTrainer_demo,

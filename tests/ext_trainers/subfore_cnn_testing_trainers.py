@@ -9,7 +9,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
-from nnunet_subfore.trainers.subfore_cnn_demo import SubForeCNNFinetuneTrainer_demo, SubForeCNNPretrainTrainer_demo
+from nnunet_subfore.trainers.subfore_variants import SubForeCNNFinetuneTrainer_demo, SubForeCNNPretrainTrainer_demo
 
 
 class SubForeCNNPretrainTrainer_losstest(SubForeCNNPretrainTrainer_demo):

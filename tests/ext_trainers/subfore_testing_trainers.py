@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from nnunet_subfore.trainers.subfore_demo import (
+from nnunet_subfore.trainers.subfore_variants import (
     SubForePretrainTrainer_demo,
     SubForeSwinUNETRTrainer_demo,
     SubForeUNETRTrainer_demo,
