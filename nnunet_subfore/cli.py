@@ -194,7 +194,7 @@ def _cmd_threshold_analysis(args) -> int:
 
 def _cmd_masking_report(args) -> int:
     from nnunet_subfore.paths import find_dataset_name, nnunet_folder
-    from nnunet_subfore.plans import read_plans
+    from nnunet_subfore.plans_reading import read_plans
     from nnunet_subfore.registry import find_trainer_class
     from nnunet_subfore.reporting.masking_report import markdown, masking_report, output_paths, write_masking_report
     from nnunet_subfore.reporting.outputs import refuse_existing
@@ -205,13 +205,9 @@ def _cmd_masking_report(args) -> int:
     preprocessed = nnunet_folder("preprocessed", args.preprocessed_root)
     name = find_dataset_name(args.dataset, preprocessed)
     plans = read_plans(preprocessed / name / f"{args.plans}.json")
-    configurations = plans["configurations"]
-    if args.configuration not in configurations:
-        raise UserError(f"The plans {args.plans!r} have no configuration {args.configuration!r} (available: "
-                        f"{sorted(configurations)}).")
-    from nnunet_subfore.intensity import resolve_configuration
+    from nnunet_subfore.plans_reading import planned_patch
 
-    planned = resolve_configuration(configurations, args.configuration)["patch_size"]
+    planned = planned_patch(plans, args.configuration, source=f"The plans {args.plans!r}")
     try:
         recipe, _ = trainer.recipe_for_plans(plans)
     except SystemExit as e:

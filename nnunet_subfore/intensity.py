@@ -18,6 +18,7 @@ from typing import Mapping, Sequence, Tuple
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.masking import DEFAULT_THRESHOLD, DEFAULT_WINDOW, threshold_in_input_units
+from nnunet_subfore.plans_reading import configuration as plans_configuration
 
 CT_SCHEME = "CTNormalization"
 
@@ -60,12 +61,7 @@ class CTIntensityMapping:
             NotCTError: the channel's normalization scheme is not ``CTNormalization``.
             KeyError: the plans lack the configuration or the intensity properties.
         """
-        configurations = plans.get("configurations", {})
-        if configuration not in configurations:
-            raise KeyError(
-                f"Configuration {configuration!r} is not in the plans (available: {sorted(configurations)})."
-            )
-        schemes = resolve_configuration(configurations, configuration).get("normalization_schemes")
+        schemes = plans_configuration(plans, configuration).get("normalization_schemes")
         if schemes is None or channel >= len(schemes):
             raise KeyError(f"The plans give no normalization scheme for channel {channel} of {configuration!r}.")
         if schemes[channel] != CT_SCHEME:
@@ -125,14 +121,3 @@ class CTIntensityMapping:
                 f"`-p SubForePlans`."
             )
         return threshold_hu
-
-
-def resolve_configuration(configurations: Mapping, name: str) -> dict:
-    """Configuration dict with nnU-Net's ``inherits_from`` resolved."""
-    config = dict(configurations[name])
-    parent = config.pop("inherits_from", None)
-    if parent is None:
-        return config
-    merged = resolve_configuration(configurations, parent)
-    merged.update(config)
-    return merged

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping, Tuple
 
-from nnunet_subfore.intensity import CT_SCHEME, CTIntensityMapping, NotCTError, resolve_configuration
+from nnunet_subfore.intensity import CT_SCHEME, CTIntensityMapping, NotCTError
+from nnunet_subfore.plans_reading import configuration as plans_configuration
 from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.recipe import MaskingRecipe
 
@@ -38,10 +39,11 @@ def masker_for_plans(plans: Mapping, configuration: str, recipe: MaskingRecipe, 
             the nonzero criterion asked for on CT.
         KeyError: the plans lack the configuration or its intensity properties.
     """
-    configurations = plans.get("configurations", {})
-    if configuration not in configurations:
-        raise KeyError(f"Configuration {configuration!r} is not in the plans (available: {sorted(configurations)}).")
-    config = resolve_configuration(configurations, configuration)
+    config = plans_configuration(plans, configuration, source=source[:1].upper() + source[1:])
+    if recipe.selection == "random":
+        return ForegroundMasker.from_recipe(recipe), (
+            f"Random masking: subvolumes drawn at random (ratio {recipe.ratio}), whatever their intensities: no "
+            f"foreground criterion, so no intensity check of {source}")
     schemes = list(config.get("normalization_schemes") or [])
     if channel >= len(schemes):
         raise KeyError(f"The plans give no normalization scheme for channel {channel} of {configuration!r}.")

@@ -28,30 +28,17 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.intensity import CT_SCHEME, resolve_configuration
+from nnunet_subfore.intensity import CT_SCHEME
 from nnunet_subfore.networks import PATCH_DIVISORS
 from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+from nnunet_subfore.plans_reading import configuration as plans_configuration
+from nnunet_subfore.plans_reading import read_plans  # noqa: F401  (nnunet_subfore.plans.read_plans: public)
 from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, MaskingRecipe, recipe_settings
 
 #: A preset patch serves every backbone and the paper's masking subvolumes (SwinUNETR 32, UNETR 16, masking 16).
 PATCH_MULTIPLE = math.lcm(*PATCH_DIVISORS.values(), PAPER_MASKING.subvolume_size)
 #: The paper's crop (96^3 voxels at 1.5 mm), the preset's default patch.
 PAPER_PATCH_SIZE = (96, 96, 96)
-
-
-def read_plans(path: Path) -> dict:
-    """The content of an nnU-Net plans file; a clear error for a missing file or one that is not plans JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Plans file {path} does not exist (nnUNetv2_plan_and_preprocess writes "
-                        f"$nnUNet_preprocessed/DatasetXXX_NAME/nnUNetPlans.json).")
-    try:
-        plans = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is not a JSON file ({e}); pass the plans JSON nnU-Net wrote (e.g. nnUNetPlans.json).") from e
-    if not isinstance(plans, dict) or "configurations" not in plans:
-        raise UserError(f"{path} holds no nnU-Net plans (no 'configurations'); pass e.g. nnUNetPlans.json.")
-    return plans
 
 
 def derive_plans(
@@ -75,9 +62,7 @@ def derive_plans(
         masking: masking settings (:class:`nnunet_subfore.recipe.MaskingRecipe` fields) for the plans entry
             ``subfore_masking``; None keeps the source's entry, if any.
     """
-    configurations = plans.get("configurations", {})
-    if configuration not in configurations:
-        raise UserError(f"The source plans have no configuration {configuration!r} (available: {sorted(configurations)}).")
+    config = plans_configuration(plans, configuration, source="The source plans")
     patch = [int(p) for p in patch_size]
     if len(patch) != 3 or any(p <= 0 or p % PATCH_MULTIPLE for p in patch):
         raise UserError(
@@ -87,7 +72,6 @@ def derive_plans(
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
     new = copy.deepcopy(plans)
-    config = resolve_configuration(configurations, configuration)
     config["patch_size"] = patch
     if batch_size is not None:
         config["batch_size"] = int(batch_size)
@@ -155,10 +139,7 @@ def derive_tiny_cnn_plans(
         configuration: the 3d configuration to keep (inheritance resolved).
         target_plans: the preset's name.
     """
-    configurations = plans.get("configurations", {})
-    if configuration not in configurations:
-        raise UserError(f"The source plans have no configuration {configuration!r} (available: {sorted(configurations)}).")
-    config = resolve_configuration(configurations, configuration)
+    config = plans_configuration(plans, configuration, source="The source plans")
     arch = config.get("architecture", {})
     kwargs = dict(arch.get("arch_kwargs", {}))
     if "strides" not in kwargs or "features_per_stage" not in kwargs:

@@ -57,15 +57,12 @@ def build_trainer_network(trainer_name: str, plans_file: Path, configuration: st
 
     from nnunet_subfore.networks import CNN_BACKBONE, TrainerNetwork, backbone_of_state_dict, token_grid
 
-    from nnunet_subfore.plans import read_plans
+    from nnunet_subfore.plans_reading import read_plans, require_configuration
 
     trainer = find_trainer_class(trainer_name)
     plans = read_plans(Path(plans_file))
+    require_configuration(plans, configuration, source=str(plans_file))
     plans_manager = PlansManager(plans)
-    if configuration not in plans_manager.available_configurations:
-        raise UserError(
-            f"{plans_file} has no configuration {configuration!r} (available: {plans_manager.available_configurations})."
-        )
     configuration_manager = plans_manager.get_configuration(configuration)
     backbone = getattr(getattr(trainer, "backbone", None), "name", None)
     if backbone is not None and hasattr(trainer, "fitted_patch_size"):

@@ -103,11 +103,9 @@ class SubForeMIMTrainer(SubForeTrainerBase):
     def build_masker(self) -> ForegroundMasker:
         """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible
         (random masking: no criterion, so no check)."""
-        if self.random_masking:
-            return ForegroundMasker.from_recipe(self.masking, selection="random")
+        recipe = self.masking.with_changes(selection="random") if self.random_masking else self.masking
         plans_name = f"plans {self.plans_manager.plans_name!r} of {self.plans_manager.dataset_name}"
-        masker, line = masker_for_plans(self.plans_manager.plans, self.configuration_name, self.masking,
-                                        source=plans_name)
+        masker, line = masker_for_plans(self.plans_manager.plans, self.configuration_name, recipe, source=plans_name)
         self.print_to_log_file(line)
         return masker
 

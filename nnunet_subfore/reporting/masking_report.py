@@ -34,6 +34,7 @@ import torch
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.masking import ForegroundMasker, otsu_thresholds, windowed_block_means
 from nnunet_subfore.masking_setup import masker_for_plans
+from nnunet_subfore.plans_reading import require_configuration
 from nnunet_subfore.recipe import HU_CRITERIA, PAPER_MASKING, MaskingRecipe
 from nnunet_subfore.reporting.canvas import save_figure, wrap_title
 from nnunet_subfore.reporting.outputs import report_paths, write_report
@@ -118,10 +119,8 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
 
     preprocessed_dataset = Path(preprocessed_dataset)
     manager = PlansManager(plans)
-    try:
-        config = manager.get_configuration(configuration)
-    except (KeyError, RuntimeError) as e:
-        raise UserError(f"The plans {manager.plans_name!r} have no configuration {configuration!r}.") from e
+    require_configuration(plans, configuration, source=f"The plans {manager.plans_name!r}")
+    config = manager.get_configuration(configuration)
     folder = preprocessed_dataset / config.data_identifier
     if not folder.is_dir() or not any(folder.iterdir()):
         raise UserError(f"{folder} holds no preprocessed data: run `nnUNetv2_preprocess -d {preprocessed_dataset.name} "
