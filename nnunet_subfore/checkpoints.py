@@ -342,10 +342,15 @@ def adapt_checkpoint(
     torch.save(out, output)
     notes = [CNN_PATCH_NOTE] if cnn else []
     if prefixes is not None:
-        notes.append(f"encoder-only: the encoder ({', '.join(p.rstrip('.') for p in prefixes)}) from the checkpoint, "
-                     f"the rest initialized as {trainer_name} initializes it "
-                     f"({'unseeded' if target.seed is None else f'seed {target.seed}'})")
+        notes.append(_encoder_only_note(prefixes, trainer_name, target.seed))
     return AdaptationReport(output=output, transfer=report, notes=notes)
+
+
+def _encoder_only_note(prefixes: Sequence[str], trainer_name: str, seed: Optional[int]) -> str:
+    alias = " (decoder.encoder: the decoder's reference to the encoder, the same tensors)" if any(
+        p.startswith("decoder.encoder.") for p in prefixes) else ""
+    return (f"encoder-only: the encoder ({', '.join(p.rstrip('.') for p in prefixes)}) from the checkpoint{alias}, "
+            f"the rest initialized as {trainer_name} initializes it ({'unseeded' if seed is None else f'seed {seed}'})")
 
 
 def _check_same_backbone(source: Path, checkpoint: dict, target: TrainerNetwork, network_state: Dict[str, torch.Tensor],
