@@ -26,6 +26,13 @@ from nnunet_subfore.networks import (
     backbone_of_state_dict,
     token_grid,
 )
+from nnunet_subfore.transfer import (
+    TRANSFER_RECORD_KEY,
+    count_groups,
+    encoder_key_prefixes,
+    encoder_only_weights,
+    is_encoder_key,
+)
 
 HEAD_MARKER = ".seg_layers."
 
@@ -40,6 +47,7 @@ class TransferReport:
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
     unused: List[str] = field(default_factory=list)
     adapted: List[str] = field(default_factory=list)
+    fresh: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -47,8 +55,13 @@ class TransferReport:
 
     def describe(self) -> str:
         lines = [
-            f"carried over: {len(self.loaded)} tensors"
+            f"carried over: {len(self.loaded)} tensors {_groups(self.loaded)}"
             + (f" ({len(self.adapted)} adapted: {', '.join(self.adapted)})" if self.adapted else ""),
+        ]
+        if self.fresh:
+            lines.append(f"freshly initialized (the target network's own initialization): {len(self.fresh)} tensors "
+                         f"{_groups(self.fresh)}")
+        lines += [
             f"not carried over (output head, retrained): {len(self.skipped_head)} tensors"
             + (f" ({', '.join(self.skipped_head)})" if self.skipped_head else ""),
         ]
@@ -60,6 +73,11 @@ class TransferReport:
             shown = "; ".join(f"{k}: checkpoint {tuple(a)} vs network {tuple(b)}" for k, a, b in self.mismatched[:3])
             lines.append(f"SHAPE MISMATCH: {len(self.mismatched)} tensors, e.g. {shown}")
         return "\n".join(lines)
+
+
+def _groups(keys: Sequence[str]) -> str:
+    """``[group n, ...]`` (:func:`transfer.count_groups`) for a summary line."""
+    return "[" + ", ".join(f"{group} {n}" for group, n in count_groups(keys).items()) + "]"
 
 
 def compare_state_dicts(network_state: Dict[str, torch.Tensor], checkpoint_state: Dict[str, torch.Tensor]) -> TransferReport:
@@ -277,6 +295,7 @@ def adapt_checkpoint(
     output: Path,
     trainers_for_backbone: Mapping[str, Tuple[str, str]],
     force: bool = False,
+    encoder_only: bool = False,
 ) -> AdaptationReport:
     """Write a checkpoint that nnU-Net's ``-pretrained_weights`` loader accepts for ``target``.
 
@@ -289,11 +308,53 @@ def adapt_checkpoint(
         output: where to write the adapted checkpoint.
         trainers_for_backbone: backbone -> (fine-tuning, pretraining) trainer names to suggest on a mismatch.
         force: overwrite ``output`` if it exists.
+        encoder_only: take only the encoder, stem and input projection from the checkpoint
+            (:func:`nnunet_subfore.transfer.encoder_key_prefixes`) and every other tensor from ``target`` as
+            it was initialized (build it with a seed, ``target.seed``, to reproduce it); the checkpoint's
+            decoder is then not needed to fit. False: every tensor but the heads from the checkpoint.
     """
     output = Path(output)
     if output.exists() and not force:
         raise UserError(f"{output} exists; pass --force to overwrite it.")
     network_state = dict(target.network.state_dict())
+    _check_same_backbone(source, checkpoint, target, network_state, trainer_name, trainers_for_backbone)
+    prefixes = encoder_key_prefixes(target.backbone, target.network) if encoder_only else None
+    wanted = network_state if prefixes is None else {k: v for k, v in network_state.items() if is_encoder_key(k, prefixes)}
+    cnn = target.backbone == CNN_BACKBONE
+    adapted, report = adapt_state_dict(checkpoint["network_weights"], wanted, target.backbone,
+                                       None if cnn else target.token_grid,
+                                       None if cnn else source_token_grid(checkpoint), target.stem_keys)
+    num_input_channels = int(network_state[target.stem_keys[0]].shape[1])
+    if not report.ok:
+        raise UserError(_unadaptable_message(source, trainer_name, num_input_channels, report, cnn))
+    if prefixes is not None:
+        adapted, report.loaded, report.fresh = encoder_only_weights(adapted, network_state, prefixes, HEAD_MARKER)
+        report.skipped_head = [k for k in network_state if HEAD_MARKER in k]
+        report.unused = [k for k in report.unused if k not in network_state]
+    out = {
+        "network_weights": adapted,
+        "trainer_name": checkpoint.get("trainer_name"),
+        "adapted_from": str(Path(source).resolve()),
+        "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels},
+        TRANSFER_RECORD_KEY: transfer_record(source, report, target.seed, prefixes),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, output)
+    notes = [CNN_PATCH_NOTE] if cnn else []
+    if prefixes is not None:
+        notes.append(_encoder_only_note(prefixes, trainer_name, target.seed))
+    return AdaptationReport(output=output, transfer=report, notes=notes)
+
+
+def _encoder_only_note(prefixes: Sequence[str], trainer_name: str, seed: Optional[int]) -> str:
+    alias = " (decoder.encoder: the decoder's reference to the encoder, the same tensors)" if any(
+        p.startswith("decoder.encoder.") for p in prefixes) else ""
+    return (f"encoder-only: the encoder ({', '.join(p.rstrip('.') for p in prefixes)}) from the checkpoint{alias}, "
+            f"the rest initialized as {trainer_name} initializes it ({'unseeded' if seed is None else f'seed {seed}'})")
+
+
+def _check_same_backbone(source: Path, checkpoint: dict, target: TrainerNetwork, network_state: Dict[str, torch.Tensor],
+                         trainer_name: str, trainers_for_backbone: Mapping[str, Tuple[str, str]]) -> None:
     checkpoint_backbone = backbone_of_state_dict(checkpoint["network_weights"])
     if checkpoint_backbone != target.backbone:
         raise UserError(
@@ -302,26 +363,35 @@ def adapt_checkpoint(
                 checkpoint_backbone, trainer_name, trainers_for_backbone,
             )
         )
-    cnn = target.backbone == CNN_BACKBONE
-    adapted, report = adapt_state_dict(checkpoint["network_weights"], network_state, target.backbone,
-                                       None if cnn else target.token_grid,
-                                       None if cnn else source_token_grid(checkpoint), target.stem_keys)
-    num_input_channels = int(network_state[target.stem_keys[0]].shape[1])
-    if not report.ok:
-        what = ("Only the input channels can be adapted; other stages, features or blocks per stage need a "
-                "pretraining run on the same plans (move them with nnUNetv2_move_plans_between_datasets)."
-                if cnn else "Only input channels and UNETR patch size can be adapted; another feature "
-                "size or depth needs a pretraining run with the same architecture.")
-        raise UserError(
-            f"{source} cannot be adapted to {trainer_name} with {num_input_channels} input channel(s):\n"
-            f"{report.describe()}\n{what}"
-        )
-    out = {
-        "network_weights": adapted,
-        "trainer_name": checkpoint.get("trainer_name"),
-        "adapted_from": str(Path(source).resolve()),
-        "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels},
+
+
+def _unadaptable_message(source: Path, trainer_name: str, num_input_channels: int, report: TransferReport,
+                         cnn: bool) -> str:
+    what = ("Only the input channels can be adapted; other stages, features or blocks per stage need a "
+            "pretraining run on the same plans (move them with nnUNetv2_move_plans_between_datasets)."
+            if cnn else "Only input channels and UNETR patch size can be adapted; another feature "
+            "size or depth needs a pretraining run with the same architecture.")
+    return (f"{source} cannot be adapted to {trainer_name} with {num_input_channels} input channel(s):\n"
+            f"{report.describe()}\n{what}")
+
+
+def transfer_record(source: Path, report: TransferReport, seed: Optional[int],
+                    encoder_prefixes: Optional[Sequence[str]] = None) -> dict:
+    """What the output checkpoint records of the transfer (``subfore_transfer``), as plain JSON-able values.
+
+    Args:
+        source: the pretrained checkpoint.
+        report: the transfer's report (tensors from the checkpoint, freshly initialized ones).
+        seed: the seed the target network was initialized with (None: not seeded).
+        encoder_prefixes: the encoder's key prefixes for an encoder-only transfer; None: full transfer.
+    """
+    record = {
+        "recipe": "full" if encoder_prefixes is None else "encoder-only",
+        "from": str(Path(source).resolve()),
+        "checkpoint_keys": len(report.loaded),
+        "fresh_keys": len(report.fresh),
+        "adapted_keys": list(report.adapted),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, output)
-    return AdaptationReport(output=output, transfer=report, notes=[CNN_PATCH_NOTE] if cnn else [])
+    if encoder_prefixes is not None:
+        record.update(seed=seed, encoder_prefixes=[p.rstrip(".") for p in encoder_prefixes])
+    return record

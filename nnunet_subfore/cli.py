@@ -103,8 +103,13 @@ def _cmd_adapt_checkpoint(args) -> int:
         raise UserError(f"{output} exists; pass --force to overwrite it.")
     if args.num_input_channels < 1:
         raise UserError(f"--num-input-channels must be >= 1, got {args.num_input_channels}.")
+    if args.seed is not None and not args.encoder_only:
+        raise UserError(f"--seed {args.seed} only sets the fresh decoder of --encoder-only; a full transfer takes "
+                        f"every tensor from the checkpoint. Add --encoder-only or drop --seed.")
     checkpoint = load_checkpoint(Path(args.source))
-    target = build_trainer_network(args.trainer, Path(args.plans), args.configuration, args.num_input_channels)
+    seed = (0 if args.seed is None else args.seed) if args.encoder_only else None
+    target = build_trainer_network(args.trainer, Path(args.plans), args.configuration, args.num_input_channels,
+                                   seed=seed)
     report = adapt_checkpoint(
         source=Path(args.source),
         checkpoint=checkpoint,
@@ -113,6 +118,7 @@ def _cmd_adapt_checkpoint(args) -> int:
         output=output,
         trainers_for_backbone=suggested_trainers(args.trainer),
         force=args.force,
+        encoder_only=args.encoder_only,
     )
     print(report.describe())
     return 0
@@ -312,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tr", dest="trainer", required=True, help="fine-tuning trainer class name")
     p.add_argument("--num-input-channels", type=int, required=True)
     p.add_argument("-o", dest="output", required=True)
+    p.add_argument("--encoder-only", action="store_true", help="take only the encoder (and stem) from the checkpoint; "
+                   "the decoder starts as the trainer initializes it (nnU-Net master's pretrained fine-tuning)")
+    p.add_argument("--seed", type=int, help="with --encoder-only: seed of the fresh decoder's initialization (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=_cmd_adapt_checkpoint)
 

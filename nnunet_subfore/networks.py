@@ -245,12 +245,15 @@ class TrainerNetwork:
         token_grid: UNETR's token grid (:func:`token_grid` of the patch); None for other backbones.
         stem_keys: the state-dict keys whose dim 1 is the number of input channels (default:
             :data:`STEM_KEYS` of the backbone; for a CNN, :func:`cnn_stem_keys`).
+        seed: the seed of torch's generator when the network was built (its initialization drew from it);
+            None: not seeded.
     """
 
     network: nn.Module
     backbone: str
     token_grid: Optional[Tuple[int, int, int]]
     stem_keys: Optional[Tuple[str, ...]] = None
+    seed: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.stem_keys is None:

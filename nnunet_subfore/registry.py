@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from pathlib import Path
+from typing import Optional
 
 from nnunet_subfore.errors import UserError
 
@@ -46,13 +47,18 @@ def find_trainer_class(name: str):
 
 
 def build_trainer_network(trainer_name: str, plans_file: Path, configuration: str, num_input_channels: int,
-                          num_output_channels: int = 2):
+                          num_output_channels: int = 2, seed: Optional[int] = None):
     """The :class:`nnunet_subfore.networks.TrainerNetwork` that ``trainer_name`` would train on these plans
     (the patch fitted as the trainer fits it).
 
     ``trainer_name`` may be a SubFore trainer or any nnU-Net trainer that builds the CNN its plans describe
     (the stock ``nnUNetTrainer`` and its variants): those fine-tune SubFore CNN checkpoints as they are.
+
+    Args:
+        seed: build (and so initialize) the network with torch's generator seeded to this, leaving the
+            caller's generator state as it was; None: draw from the generator as it is.
     """
+    import torch
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_subfore.networks import CNN_BACKBONE, TrainerNetwork, backbone_of_state_dict, token_grid
@@ -68,15 +74,19 @@ def build_trainer_network(trainer_name: str, plans_file: Path, configuration: st
     if backbone is not None and hasattr(trainer, "fitted_patch_size"):
         patch, _ = trainer.fitted_patch_size(configuration_manager.patch_size, configuration_manager)
         configuration_manager.configuration["patch_size"] = list(patch)
-    network = trainer.build_network_architecture(
-        plans_manager, configuration_manager, num_input_channels, num_output_channels, False
-    )
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        network = trainer.build_network_architecture(
+            plans_manager, configuration_manager, num_input_channels, num_output_channels, False
+        )
     if backbone is None:
         backbone = backbone_of_state_dict(network.state_dict())
         if backbone != CNN_BACKBONE or not hasattr(network, "keys_to_in_proj"):
             raise UserError(f"{trainer_name} builds a {type(network).__name__}, neither a SubFore UNETR/SwinUNETR "
                             f"nor a CNN that nnU-Net plans (PlainConvUNet, ResidualEncoderUNet).")
-    return TrainerNetwork(network, backbone, token_grid(configuration_manager.patch_size) if backbone == "unetr" else None)
+    return TrainerNetwork(network, backbone, token_grid(configuration_manager.patch_size) if backbone == "unetr" else None,
+                          seed=seed)
 
 
 def suggested_trainers(trainer_name: str) -> dict:
