@@ -33,6 +33,7 @@ from nnunet_subfore.networks import (
     valid_patch_size,
 )
 from nnunet_subfore.schedules import WarmupCosineLRScheduler, WarmupPolyLRScheduler
+from nnunet_subfore.transfer import encoder_key_prefixes
 
 Patch = Tuple[int, int, int]
 
@@ -147,6 +148,11 @@ class Backbone:
     def stem_keys(self, network: nn.Module) -> Tuple[str, ...]:
         """The state-dict keys whose dim 1 is the number of input channels."""
         raise NotImplementedError
+
+    def encoder_prefixes(self, network: nn.Module) -> Tuple[str, ...]:
+        """The state-dict key prefixes of the encoder, stem and input projection: what an encoder-only transfer
+        carries over (:func:`nnunet_subfore.transfer.encoder_key_prefixes`)."""
+        return encoder_key_prefixes(self.name, network)
 
 
 @dataclass(frozen=True)

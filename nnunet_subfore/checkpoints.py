@@ -26,6 +26,7 @@ from nnunet_subfore.networks import (
     backbone_of_state_dict,
     token_grid,
 )
+from nnunet_subfore.data.fingerprints import CHECKPOINT_KEY as FINGERPRINTS_KEY
 from nnunet_subfore.transfer import (
     TRANSFER_RECORD_KEY,
     count_groups,
@@ -338,6 +339,8 @@ def adapt_checkpoint(
         "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels},
         TRANSFER_RECORD_KEY: transfer_record(source, report, target.seed, prefixes),
     }
+    if FINGERPRINTS_KEY in checkpoint:  # the leakage guard of the fine-tuning trainers reads them from here
+        out[FINGERPRINTS_KEY] = checkpoint[FINGERPRINTS_KEY]
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, output)
     notes = [CNN_PATCH_NOTE] if cnn else []

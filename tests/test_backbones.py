@@ -56,3 +56,11 @@ def test_monai_patch_rule_and_forced_patch():
         SWINUNETR.fit_patch((160, 192))
     with pytest.raises(ValueError, match="instance normalization"):
         SWINUNETR.fit_patch((32, 32, 32))
+
+
+def test_backbones_name_their_encoder():
+    from nnunet_subfore.networks import TINY_ARCHITECTURES, build_network
+
+    net = build_network("unetr", (32, 32, 32), 1, 2, TINY_ARCHITECTURES["unetr"])
+    assert UNETR.encoder_prefixes(net) == ("backbone.vit.",)
+    assert all(k.startswith("backbone.vit.") for k in net.state_dict() if k.startswith(UNETR.encoder_prefixes(net)))
