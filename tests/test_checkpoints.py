@@ -36,6 +36,16 @@ def test_report_accounts_for_every_key():
     assert not other.ok and other.missing and "MISSING" in other.describe()
 
 
+def test_a_transposed_weight_is_a_shape_mismatch():
+    """Same element count, other shape: nnU-Net's loader would refuse it, so the check must name it."""
+    network = tiny("swinunetr").state_dict()
+    key = next(k for k, v in network.items() if k.endswith(".weight") and v.ndim == 2 and v.shape[0] != v.shape[1])
+    checkpoint = dict(network, **{key: network[key].t().contiguous()})
+    report = compare_state_dicts(network, checkpoint)
+    assert report.mismatched == [(key, tuple(network[key].shape[::-1]), tuple(network[key].shape))]
+    assert not report.ok and key not in report.loaded and "SHAPE MISMATCH: 1 tensors" in report.describe()
+
+
 def test_spread_channels_keeps_the_response_to_equal_channels():
     weight = torch.randn(8, 1, 3, 3, 3)
     spread = spread_input_channels(weight, 4)
