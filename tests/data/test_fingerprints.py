@@ -40,6 +40,17 @@ def test_the_same_voxels_under_another_name_format_dtype_and_storage_order_match
     assert a == b == file_fingerprint(path)
 
 
+def test_the_same_scan_as_nifti_and_as_metaimage_match_at_a_spacing_float32_cannot_hold(tmp_path):
+    """NIfTI stores the spacing as float32, MetaImage as decimal text: 0.7031249 mm reads back as 0.70312488
+    from the .nii.gz and as 0.7031249 from the .mha, and the fingerprint must not see the difference."""
+    image = make_phantom(1, SHAPE)[0].round().astype(np.int16)
+    spacing = (1.2345678, 0.7031249, 0.7031249)
+    nifti = _write(tmp_path / "scan.nii.gz", image, spacing=spacing)
+    metaimage = _write(tmp_path / "scan.mha", image, spacing=spacing)
+    assert sitk.ReadImage(str(nifti)).GetSpacing() != sitk.ReadImage(str(metaimage)).GetSpacing()  # what is tested
+    assert file_fingerprint(nifti) == file_fingerprint(metaimage)
+
+
 def test_different_scans_do_not_match(tmp_path):
     image = make_phantom(1, SHAPE)[0].round().astype(np.int16)
     reference = file_fingerprint(_write(tmp_path / "a.nii.gz", image))
