@@ -19,7 +19,8 @@ def module_table_names():
 
 def existing_modules():
     names = {p.name for p in (ROOT / "nnunet_subfore").glob("*.py") if p.name != "__init__.py"}
-    names |= {p.name + "/" for p in (ROOT / "nnunet_subfore").iterdir() if (p / "__init__.py").is_file()}
+    names |= {p.name + "/" for p in (ROOT / "nnunet_subfore").iterdir()
+              if (p / "__init__.py").is_file() and not p.is_symlink()}  # a worktree may link trainers/ here
     names |= {f"trainers/{p.name}" for p in (ROOT / "trainers").glob("*.py") if p.name != "__init__.py"}
     return names
 

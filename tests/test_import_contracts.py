@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def assembled(tmp_path) -> Path:
     root = tmp_path / "src"
-    shutil.copytree(REPO / "nnunet_subfore", root / "nnunet_subfore", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "nnunet_subfore", root / "nnunet_subfore", ignore=shutil.ignore_patterns("__pycache__", "trainers"))
     shutil.copytree(REPO / "trainers", root / "nnunet_subfore" / "trainers", ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
