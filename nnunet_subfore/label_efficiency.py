@@ -124,10 +124,14 @@ def label_efficiency(dataset: Union[int, str], output: Path, plans: str = "nnUNe
 
 def scratch_twin(trainer: str) -> str:
     """``<trainer>_scratch`` when such a trainer exists (the SubFore trainers have one), else ``trainer``."""
+    import contextlib
+    import io
+
     from nnunet_subfore.registry import find_trainer_class
 
     try:
-        find_trainer_class(f"{trainer}_scratch")
+        with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net's search narrates where it looks
+            find_trainer_class(f"{trainer}_scratch")
     except UserError:
         return trainer
     return f"{trainer}_scratch"
@@ -240,7 +244,8 @@ def _header(source: PreprocessedDataset, heldout: Sequence[str], pool: Sequence[
             seeds: Sequence[int], arms: Sequence[Arm], n_runs: int, device: str, env: Mapping[str, str]) -> str:
     arm_text = "; ".join(f"{a.name} = {a.trainer}" + (f" from {a.checkpoint}" if a.checkpoint else " from scratch")
                          for a in arms)
-    workers = ", ".join(f"{k}={env[k]}" for k in ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", "OMP_NUM_THREADS") if k in env)
+    names = ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", "OMP_NUM_THREADS")
+    workers = ", ".join(f"{k}={env[k]}" for k in names if k in env)
     return (f"label-efficiency on {source.name} ({source.configuration}, {source.plans}): {len(heldout)} held-out "
             f"case(s) ({', '.join(heldout)}), {len(pool)} to draw from; labelled cases {list(counts)}, seeds "
             f"{list(seeds)}\narms: {arm_text}\n{n_runs} runs on {device} ({workers}; export these variables to "

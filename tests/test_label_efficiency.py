@@ -65,8 +65,9 @@ def preprocessed(tmp_path):
     for sub in (data, gt):
         sub.mkdir(parents=True)
     (folder / f"{PLANS}.json").write_text(json.dumps(tiny_plans()))
-    (folder / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1},
-                                                     "numTraining": len(CASES), "file_ending": ".nii.gz"}))
+    dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}, "numTraining": len(CASES),
+                    "file_ending": ".nii.gz"}
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
     (folder / "dataset_fingerprint.json").write_text("{}")
     for case in CASES:
         for name in (f"{case}.b2nd", f"{case}_seg.b2nd", f"{case}.pkl"):
@@ -262,7 +263,8 @@ def test_plans_that_do_not_match_name_the_file_and_the_command(preprocessed, tmp
     plans = copy.deepcopy(tiny_plans())
     plans["configurations"]["3d_fullres"]["data_identifier"] = "NotPreprocessed_3d_fullres"
     (preprocessed / DATASET / f"{PLANS}.json").write_text(json.dumps(plans))
-    refused(preprocessed, tmp_path, r"NotPreprocessed_3d_fullres does not exist or is empty.*nnUNetv2_preprocess -d 602")
+    refused(preprocessed, tmp_path,
+            r"NotPreprocessed_3d_fullres does not exist or is empty.*nnUNetv2_preprocess -d 602")
 
 
 def test_a_folder_label_efficiency_did_not_make_is_refused(preprocessed, tmp_path, capsys):
