@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def assembled(tmp_path) -> Path:
     root = tmp_path / "src"
-    shutil.copytree(REPO / "nnunet_subfore", root / "nnunet_subfore", ignore=shutil.ignore_patterns("__pycache__"))
+    # a worktree's nnunet_subfore/trainers link to ../trainers is left out: the next line puts the trainers there
+    shutil.copytree(REPO / "nnunet_subfore", root / "nnunet_subfore",
+                    ignore=lambda folder, names: [n for n in names if n == "__pycache__" or Path(folder, n).is_symlink()])
     shutil.copytree(REPO / "trainers", root / "nnunet_subfore" / "trainers", ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
