@@ -243,6 +243,22 @@ def _cmd_demo(args) -> int:
                     backbone=args.backbone)
 
 
+def _cmd_label_efficiency(args) -> int:
+    from nnunet_subfore.label_efficiency import label_efficiency
+
+    result = label_efficiency(
+        dataset=args.dataset, output=Path(args.output), plans=args.plans, configuration=args.configuration,
+        trainer=args.trainer, arms=args.arm or (), arm_trainers=args.arm_trainer or (),
+        scratch_trainer=args.scratch_trainer, label_counts=args.labels, seeds=args.seeds, heldout=args.heldout,
+        heldout_cases=args.heldout_cases, device=args.device, quick=args.quick,
+        preprocessed_root=Path(args.preprocessed_root) if args.preprocessed_root else None,
+    )
+    print(result.markdown)
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunet-subfore",
@@ -333,6 +349,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_summary); "
                    "its dice__PLANS__CONFIGURATION.{md,csv,png} are rewritten on every run")
     p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("label-efficiency", help="fine-tune pretrained checkpoints and scratch on 1, 2, 4, ... labelled "
+                       "cases (nested subsets, several seeds), evaluate one held-out set: table and plot; resumable")
+    p.add_argument("-d", dest="dataset", required=True,
+                   help="labelled dataset preprocessed with the pretraining plans (ID or DatasetXXX_NAME)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="its plans (the pretraining plans, moved; default nnUNetPlans)")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("-tr", dest="trainer", help="fine-tuning trainer of the pretrained arms (default nnUNetTrainer)")
+    p.add_argument("--arm", action="append", metavar="NAME=CHECKPOINT",
+                   help="a pretrained arm: its name and checkpoint (repeatable); the scratch arm is always run")
+    p.add_argument("--arm-trainer", action="append", metavar="NAME=TRAINER",
+                   help="fine-tune arm NAME with another trainer than -tr (repeatable)")
+    p.add_argument("--scratch-trainer", help="trainer of the scratch arm (default: TRAINER_scratch if it exists, else -tr)")
+    p.add_argument("--labels", nargs="+", type=int, metavar="N", help="labelled training cases per run (default 1 2 4)")
+    p.add_argument("--seeds", nargs="+", type=int, help="one nested subset sequence per seed (default 0 1 2)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--heldout", type=int, metavar="N", help="hold out N cases, drawn with a fixed seed (default: "
+                       "a fifth of the cases, at least 1)")
+    group.add_argument("--heldout-cases", nargs="+", metavar="CASE", help="hold out these cases")
+    p.add_argument("-o", dest="output", required=True,
+                   help="experiment folder (new or empty; rerun with the same folder to resume or extend)")
+    p.add_argument("-device", "--device", dest="device", choices=["cuda", "cpu", "mps"],
+                   help="training device (default: cuda when available)")
+    p.add_argument("--quick", action="store_true", help="tests: the demo's shortest CNN trainer, 1 and 2 labelled "
+                   "cases, one seed, one held-out case (with tiny-CNN plans)")
+    p.add_argument("--preprocessed-root", help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
+    p.set_defaults(func=_cmd_label_efficiency)
 
     p = sub.add_parser("check-overlap", help="find cases of a downstream dataset that were pretraining cases "
                        "(same voxels under another name or format); exit 1 when any is found")

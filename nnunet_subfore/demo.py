@@ -27,64 +27,26 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 from nnunet_subfore.commands import NNUNET_FOLDER_VARIABLES, nnunet_environment, run_command
+from nnunet_subfore.demo_chains import (  # noqa: F401 (DOWNSTREAM_PLANS, FINETUNER, SCRATCH: the demo's names)
+    CHAINS,
+    DEFAULT_BACKBONE,
+    DOWNSTREAM_PLANS,
+    FINETUNER,
+    PRETRAINER,
+    SCRATCH,
+    DemoChain,
+)
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import dataset_folder_name, trainer_output_folder
 from nnunet_subfore.registry import trainer_path
 
 PRETRAIN_ID, PRETRAIN_NAME = 991, "SubForeDemoCT"
 DOWNSTREAM_ID, DOWNSTREAM_NAME = 992, "SubForeDemoOrgans"
-DOWNSTREAM_PLANS = "SubForePretrainPlans"
-PRETRAINER = "SubForePretrainTrainer_demo"
-FINETUNER = "SubForeSwinUNETRTrainer_demo"
-SCRATCH = "SubForeSwinUNETRTrainer_demo_scratch"
 MARKER = ".subfore_demo"
 SHAPE = (48, 64, 64)
-
-
-@dataclass(frozen=True)
-class DemoChain:
-    """The trainers and plans of one demo chain.
-
-    Attributes:
-        pretrain_plans: plans the pretraining runs with on the pretraining set (nnUNetPlans, or a preset
-            derived from it that the demo writes first).
-        downstream_plans: the name the pretraining plans take on the downstream set.
-        tiny_cnn: derive ``pretrain_plans`` from nnUNetPlans with ``nnunet-subfore plans --tiny-cnn``.
-    """
-
-    backbone: str
-    title: str
-    pretrainer: str
-    finetuner: str
-    scratch: str
-    pretrain_plans: str
-    downstream_plans: str
-    tiny_cnn: bool = False
-    #: ``--quick`` (what the tests run): (pretrainer, finetuner, scratch) with shorter runs, if the chain has them
-    quick_trainers: Optional[tuple] = None
-
-    def for_quick(self) -> "DemoChain":
-        """The chain ``--quick`` runs."""
-        if not self.quick_trainers:
-            return self
-        pretrainer, finetuner, scratch = self.quick_trainers
-        return replace(self, pretrainer=pretrainer, finetuner=finetuner, scratch=scratch, quick_trainers=None)
-
-
-CHAINS: Dict[str, DemoChain] = {
-    "cnn": DemoChain("cnn", "nnU-Net's U-Net (a tiny version of the planned network)", "SubForeCNNPretrainTrainer_demo",
-                     "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch", "SubForeDemoCNNPlans",
-                     "SubForePretrainCNNPlans", tiny_cnn=True,
-                     quick_trainers=("SubForeCNNPretrainTrainer_demoquick", "SubForeCNNTrainer_demoquick",
-                                     "SubForeCNNTrainer_demoquick_scratch")),
-    "swinunetr": DemoChain("swinunetr", "SwinUNETR", PRETRAINER, FINETUNER, SCRATCH, "nnUNetPlans", DOWNSTREAM_PLANS),
-}
-#: The chain ``nnunet-subfore demo`` runs without ``--backbone`` (README, "Demo": why the CNN).
-DEFAULT_BACKBONE = "cnn"
 
 
 class Demo:

@@ -9,9 +9,10 @@ its share of the cores (:func:`share_the_cores`). ``pytest -n 0`` runs everythin
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
-from subfore_test_helpers import clean_environment, nnunet_test_environment, run
+from subfore_test_helpers import clean_environment, nnunet_test_environment, result_folder, run
 
 #: session fixtures that run a demo -> the xdist group of the tests that use them
 DEMO_GROUPS = {"demo_run": "demo_swinunetr", "cnn_demo_run": "demo_cnn"}
@@ -70,3 +71,24 @@ def demo_run(tmp_path_factory):
     done = run(["nnunet-subfore", "demo", "--quick", "--backbone", "swinunetr", "--workdir", str(workdir), "--force"], clean_environment(),
                timeout=1800)
     return workdir, nnunet_test_environment(workdir), done
+
+
+@pytest.fixture(scope="session")
+def cnn_demo_run(tmp_path_factory):
+    """``nnunet-subfore demo --quick --backbone cnn`` once: (workdir, env, completed process)."""
+    workdir = tmp_path_factory.mktemp("cnn_demo")
+    done = run(["nnunet-subfore", "demo", "--quick", "--backbone", "cnn", "--workdir", str(workdir), "--force"],
+               clean_environment(), timeout=1800)
+    return workdir, nnunet_test_environment(workdir), done
+
+
+@pytest.fixture(scope="session")
+def cnn_checkpoint(cnn_demo_run) -> Path:
+    """The pretraining checkpoint of :func:`cnn_demo_run`."""
+    from nnunet_subfore.demo import CHAINS, PRETRAIN_ID, PRETRAIN_NAME
+    from nnunet_subfore.paths import dataset_folder_name
+
+    _, env, _ = cnn_demo_run
+    chain = CHAINS["cnn"].for_quick()
+    return (result_folder(env, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME), chain.pretrainer, chain.pretrain_plans)
+            / "fold_0" / "checkpoint_final.pth")

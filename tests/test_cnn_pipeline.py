@@ -1,7 +1,7 @@
 """End to end for nnU-Net's own CNNs: `nnunet-subfore demo --backbone cnn`, the stock nnUNetTrainer taking the
 checkpoint tensor by tensor, prediction geometry, the loss falling for default and ResEnc-M plans, the trap.
 
-Slow: they share one ``nnunet-subfore demo --quick --backbone cnn`` run (fixture ``cnn_demo_run``).
+Slow: they share one ``nnunet-subfore demo --quick --backbone cnn`` run (fixture ``cnn_demo_run``, conftest.py).
 """
 
 from __future__ import annotations
@@ -14,13 +14,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from subfore_test_helpers import (
-    clean_environment,
-    masked_l1_trained_and_fresh,
-    nnunet_test_environment,
-    result_folder,
-    run,
-)
+from subfore_test_helpers import masked_l1_trained_and_fresh, result_folder, run
 
 from nnunet_subfore.demo import CHAINS, DOWNSTREAM_ID, DOWNSTREAM_NAME, PRETRAIN_ID, PRETRAIN_NAME
 from nnunet_subfore.paths import dataset_folder_name
@@ -32,21 +26,6 @@ PRETRAIN = dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME)
 DOWNSTREAM = dataset_folder_name(DOWNSTREAM_ID, DOWNSTREAM_NAME)
 STOCK_SHORT = "nnUNetTrainer_subfore_short"  # tests/ext_trainers: the stock trainer, a short run
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer")
-
-
-@pytest.fixture(scope="session")
-def cnn_demo_run(tmp_path_factory):
-    """``nnunet-subfore demo --quick --backbone cnn`` once: (workdir, env, completed process)."""
-    workdir = tmp_path_factory.mktemp("cnn_demo")
-    done = run(["nnunet-subfore", "demo", "--quick", "--backbone", "cnn", "--workdir", str(workdir), "--force"],
-               clean_environment(), timeout=1800)
-    return workdir, nnunet_test_environment(workdir), done
-
-
-@pytest.fixture(scope="session")
-def cnn_checkpoint(cnn_demo_run) -> Path:
-    _, env, _ = cnn_demo_run
-    return result_folder(env, PRETRAIN, CHAIN.pretrainer, CHAIN.pretrain_plans) / "fold_0" / "checkpoint_final.pth"
 
 
 def use_env(monkeypatch, env):
