@@ -141,8 +141,8 @@ def derive_tiny_cnn_plans(
     """
     config = plans_configuration(plans, configuration, source="The source plans")
     arch = config.get("architecture", {})
-    kwargs = dict(arch.get("arch_kwargs", {}))
-    if "strides" not in kwargs or "features_per_stage" not in kwargs:
+    arch_kwargs = arch.get("arch_kwargs", {})
+    if "strides" not in arch_kwargs or "features_per_stage" not in arch_kwargs:
         raise UserError(f"{configuration!r} of plans {plans.get('plans_name')!r} describes no U-Net that nnU-Net "
                         f"plans ({arch.get('network_class_name')}); --tiny-cnn needs PlainConvUNet or ResidualEncoderUNet plans.")
     n = len(features)
@@ -155,6 +155,21 @@ def derive_tiny_cnn_plans(
                         f"every side must be a positive multiple of {divisor}.")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    config["architecture"] = {**arch, "arch_kwargs": _tiny_cnn_arch_kwargs(arch_kwargs, features, convs_per_stage)}
+    config["patch_size"] = patch
+    if batch_size is not None:
+        config["batch_size"] = int(batch_size)
+    new = copy.deepcopy(plans)
+    new["plans_name"] = target_plans
+    new["configurations"] = {configuration: config}
+    return new
+
+
+def _tiny_cnn_arch_kwargs(arch_kwargs: Mapping[str, Any], features: Sequence[int], convs_per_stage: int) -> Dict[str, Any]:
+    """A copy of a U-Net's ``arch_kwargs`` with ``len(features)`` stages of ``features`` channels, 3^3 kernels, stride 2
+    after the first stage, and ``convs_per_stage`` convolutions (or residual blocks) per stage in encoder and decoder."""
+    n = len(features)
+    kwargs = dict(arch_kwargs)
     kwargs.update(
         n_stages=n,
         features_per_stage=[int(f) for f in features],
@@ -167,14 +182,9 @@ def derive_tiny_cnn_plans(
     for key in _DECODER_LISTS:
         if key in kwargs:
             kwargs[key] = [int(convs_per_stage)] * (n - 1)
-    config["architecture"] = {**arch, "arch_kwargs": kwargs}
-    config["patch_size"] = patch
-    if batch_size is not None:
-        config["batch_size"] = int(batch_size)
-    new = copy.deepcopy(plans)
-    new["plans_name"] = target_plans
-    new["configurations"] = {configuration: config}
-    return new
+    return kwargs
+
+
 def checked_masking(masking: Mapping[str, Any]) -> MaskingRecipe:
     """The paper's recipe with ``masking`` applied; a UserError naming the bad setting."""
     try:

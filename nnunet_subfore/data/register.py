@@ -129,12 +129,7 @@ def register_unlabeled(
     """
     folder_name = dataset_folder_name(dataset_id, name)
     root = nnunet_folder("raw", raw_root)
-    sources = [Path(s) for s in sources]
-    if not sources:
-        raise UserError("No inputs given: pass the files or folders of unlabeled CT to register.")
-    for source in sources:
-        if not source.exists():
-            raise UserError(f"Input {source} does not exist. Check the path.")
+    sources = _checked_sources(sources)
     staging = DatasetStaging(root, dataset_id, name, force=force, protected=sources)
     volumes, skipped = _collect_volumes(sources)
     report = RegistrationReport(output_dir=staging.destination, skipped=skipped)
@@ -142,38 +137,63 @@ def register_unlabeled(
         _print_summary(report, dataset_id, body_threshold, found_any=bool(skipped))
         return report
     cases = _case_names(volumes)
-    records = []
     with staging:
-        (staging.path / "imagesTr").mkdir()
-        (staging.path / "labelsTr").mkdir()
-        bar = tqdm(
-            zip(volumes, cases), total=len(volumes), desc=f"register {folder_name}", unit="volume", disable=not progress
-        )
-        for volume, case in bar:
-            reason = _register_volume(volume, staging.path, case, body_threshold)
-            if reason is None:
-                report.registered.append((case, volume.path))
-                note = _small_volume_note(staging.path / "imagesTr" / f"{case}_0000.nii.gz")
-                if note:
-                    report.notes.append((volume.path, note))
-                record = {"case": case, "source": str(volume.path)}
-                if volume.series_uid:
-                    record["dicom_series_uid"] = volume.series_uid
-                records.append(record)
-            else:
-                report.skipped.append((volume.path, reason))
+        records = _register_volumes(volumes, cases, staging.path, report, body_threshold, folder_name, progress)
         if report.registered:
             _write_dataset_json(staging.path, name, len(report.registered), body_threshold)
-            registration = {
-                "dataset": folder_name,
-                "body_threshold_hu": float(body_threshold),
-                "registered": records,
-                "skipped": [{"source": str(p), "reason": r} for p, r in report.skipped],
-            }
-            (staging.path / REGISTRATION_FILE).write_text(json.dumps(registration, indent=2) + "\n")
+            _write_registration_file(staging.path, folder_name, body_threshold, records, report.skipped)
             staging.commit()
     _print_summary(report, dataset_id, body_threshold, found_any=True)
     return report
+
+
+def _checked_sources(sources: Sequence[Union[str, Path]]) -> List[Path]:
+    """``sources`` as Paths; a UserError when there are none or one does not exist."""
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise UserError("No inputs given: pass the files or folders of unlabeled CT to register.")
+    for source in sources:
+        if not source.exists():
+            raise UserError(f"Input {source} does not exist. Check the path.")
+    return sources
+
+
+def _register_volumes(volumes: Sequence[_Volume], cases: Sequence[str], folder: Path, report: RegistrationReport,
+                      threshold: float, folder_name: str, progress: bool) -> List[dict]:
+    """Write each volume as its case into ``folder`` (one at a time), adding it to ``report``'s registered (with a note
+    where worth a look) or skipped; return the registration record (case, source, DICOM series UID) per registered one."""
+    (folder / "imagesTr").mkdir()
+    (folder / "labelsTr").mkdir()
+    records = []
+    bar = tqdm(
+        zip(volumes, cases), total=len(volumes), desc=f"register {folder_name}", unit="volume", disable=not progress
+    )
+    for volume, case in bar:
+        reason = _register_volume(volume, folder, case, threshold)
+        if reason is None:
+            report.registered.append((case, volume.path))
+            note = _small_volume_note(folder / "imagesTr" / f"{case}_0000.nii.gz")
+            if note:
+                report.notes.append((volume.path, note))
+            record = {"case": case, "source": str(volume.path)}
+            if volume.series_uid:
+                record["dicom_series_uid"] = volume.series_uid
+            records.append(record)
+        else:
+            report.skipped.append((volume.path, reason))
+    return records
+
+
+def _write_registration_file(folder: Path, folder_name: str, threshold: float, records: List[dict],
+                             skipped: Sequence[Tuple[Path, str]]) -> None:
+    """``subfore_registration.json``: the dataset, the body threshold, source -> case, and the skipped files with reasons."""
+    registration = {
+        "dataset": folder_name,
+        "body_threshold_hu": float(threshold),
+        "registered": records,
+        "skipped": [{"source": str(p), "reason": r} for p, r in skipped],
+    }
+    (folder / REGISTRATION_FILE).write_text(json.dumps(registration, indent=2) + "\n")
 
 
 def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float) -> Optional[str]:

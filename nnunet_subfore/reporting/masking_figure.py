@@ -247,7 +247,7 @@ def default_patch_size(shape: Sequence[int], subvolume_size: int, max_side: int 
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill) -> Tuple[float, float]:
+def _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill, criterion) -> Tuple[float, float]:
     if not isinstance(subvolume_size, (int, np.integer)) or subvolume_size < 1:
         raise UserError(f"subvolume_size must be a positive integer, got {subvolume_size!r}.")
     if patch_size is not None:
@@ -268,6 +268,8 @@ def _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill)
         raise UserError(f"threshold applies to the windowed intensity in [0, 1], got {threshold}.")
     if fill not in FILLS:
         raise UserError(f"fill must be one of {FILLS}, got {fill!r}.")
+    if criterion not in CRITERIA:
+        raise UserError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
     return float(window[0]), float(window[1])
 
 
@@ -306,58 +308,66 @@ def masking_example(
     Returns:
         A :class:`MaskingExample`; its ``statistics`` hold the numbers.
     """
-    lo, hi = _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill)
-    if criterion not in CRITERIA:
-        raise UserError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    lo, hi = _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill, criterion)
     nonzero = criterion == "nonzero"
-    volume, spacing = load_ct(image, spacing, expect_hu=not nonzero)
     s = int(subvolume_size)
-    size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
-    patch, offset = center_crop(volume, size, pad_value=0.0 if nonzero else AIR_HU)
+    patch, offset, size, spacing = _central_patch(image, patch_size, s, spacing, nonzero)
     if nonzero:  # MRI: shown scaled to [0, 1] by its own range; the criterion reads the nonzero region only
-        inside = patch[patch != 0]
-        lo, hi = (0.0, float(np.percentile(np.abs(inside), 99.5)) or 1.0) if inside.size else (0.0, 1.0)
+        lo, hi = _nonzero_display_window(patch)
 
     x = torch.from_numpy(patch)[None, None]
     fg = foreground_subvolumes(x, s, (lo, hi), threshold, criterion)
+    patch_threshold = _patch_threshold(x, s, (lo, hi), threshold, criterion)
+    u = windowed_intensity(x, (lo, hi))
+    fg_mask, rnd_mask, fg_input, rnd_input = _foreground_and_random_masking(fg, u, s, ratio, fill, seed)
+
+    stats = MaskingStatistics(
+        patch_size=size, offset=offset, subvolume_size=s, grid=tuple(int(n) for n in fg.shape[1:]), window=(lo, hi),
+        threshold=float(threshold), threshold_hu=threshold_in_input_units((lo, hi), threshold), ratio=float(ratio),
+        seed=int(seed), n_subvolumes=int(fg.numel()), n_foreground=int(fg.sum()),
+        foreground_masking=_counts(fg_mask, fg), random_masking=_counts(rnd_mask, fg), criterion=criterion,
+        patch_threshold=patch_threshold,
+    )
+    return MaskingExample(patch=patch, spacing=spacing, foreground=fg[0].numpy(), foreground_mask=fg_mask[0].numpy(),
+                          random_mask=rnd_mask[0].numpy(), windowed=u[0, 0].numpy(),
+                          foreground_masked=fg_input[0, 0].numpy(), random_masked=rnd_input[0, 0].numpy(),
+                          statistics=stats)
+
+
+def _central_patch(image: ImageLike, patch_size: Optional[Sequence[int]], s: int, spacing: Optional[Sequence[float]],
+                   nonzero: bool) -> Tuple[np.ndarray, Tuple[int, int, int], Tuple[int, int, int], Tuple[float, float, float]]:
+    """The central patch of ``image`` (padded with air, or with 0 for the nonzero criterion), its offset, its size and
+    the image's spacing (see :func:`masking_example`)."""
+    volume, spacing = load_ct(image, spacing, expect_hu=not nonzero)
+    size = tuple(int(p) for p in patch_size) if patch_size is not None else default_patch_size(volume.shape, s)
+    patch, offset = center_crop(volume, size, pad_value=0.0 if nonzero else AIR_HU)
+    return patch, offset, size, spacing
+
+
+def _nonzero_display_window(patch: np.ndarray) -> Tuple[float, float]:
+    """(0, the 99.5th percentile of |intensity| over the nonzero voxels), or (0, 1) where that is 0 or there are none."""
+    inside = patch[patch != 0]
+    return (0.0, float(np.percentile(np.abs(inside), 99.5)) or 1.0) if inside.size else (0.0, 1.0)
+
+
+def _patch_threshold(x: torch.Tensor, s: int, window: Tuple[float, float], threshold: float, criterion: str) -> float:
+    """The threshold the criterion used on the patch ``x``: Otsu's over its block means bounded below by ``threshold``
+    for ``"otsu"``, else ``threshold``."""
     patch_threshold = float(threshold)
     if criterion == "otsu":
-        patch_threshold = max(float(otsu_thresholds(windowed_block_means(x, s, (lo, hi)).flatten(1))[0]), patch_threshold)
+        patch_threshold = max(float(otsu_thresholds(windowed_block_means(x, s, window).flatten(1))[0]), patch_threshold)
+    return patch_threshold
+
+
+def _foreground_and_random_masking(fg: torch.Tensor, u: torch.Tensor, s: int, ratio: float, fill: str, seed: int):
+    """The foreground (bernoulli) and random subvolume masks and the inputs ``u`` filled under them, drawn from one
+    generator seeded with ``seed``: foreground masking, random masking, then the fills."""
     gen = torch.Generator().manual_seed(int(seed))
     fg_mask = sample_subvolume_mask(fg, ratio, "bernoulli", gen)
     rnd_mask = sample_subvolume_mask(fg, ratio, "random", gen)
-    u = windowed_intensity(x, (lo, hi))
     fg_input = fill_masked(u, expand_subvolume_mask(fg_mask, s), fill, gen)
     rnd_input = fill_masked(u, expand_subvolume_mask(rnd_mask, s), fill, gen)
-
-    stats = MaskingStatistics(
-        patch_size=size,
-        offset=offset,
-        subvolume_size=s,
-        grid=tuple(int(n) for n in fg.shape[1:]),
-        window=(lo, hi),
-        threshold=float(threshold),
-        threshold_hu=threshold_in_input_units((lo, hi), threshold),
-        ratio=float(ratio),
-        seed=int(seed),
-        n_subvolumes=int(fg.numel()),
-        n_foreground=int(fg.sum()),
-        foreground_masking=_counts(fg_mask, fg),
-        random_masking=_counts(rnd_mask, fg),
-        criterion=criterion,
-        patch_threshold=patch_threshold,
-    )
-    return MaskingExample(
-        patch=patch,
-        spacing=spacing,
-        foreground=fg[0].numpy(),
-        foreground_mask=fg_mask[0].numpy(),
-        random_mask=rnd_mask[0].numpy(),
-        windowed=u[0, 0].numpy(),
-        foreground_masked=fg_input[0, 0].numpy(),
-        random_masked=rnd_input[0, 0].numpy(),
-        statistics=stats,
-    )
+    return fg_mask, rnd_mask, fg_input, rnd_input
 
 
 def masking_statistics(
@@ -448,8 +458,17 @@ def draw_masking(
         raise UserError(f"Cannot tell the figure format of {output}: use a suffix such as .png (one of {sorted(formats)}).")
     example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing, criterion)
     stats = example.statistics
-    s = stats.subvolume_size
+    _draw_panels(fig, example)
+    title = (("Nonzero-region" if stats.criterion == "nonzero" else "HU-based") + " foreground masking vs random masking\n"
+             + stats.describe())
+    fig.suptitle(wrap_title(fig, title, 9), fontsize=9, horizontalalignment="center")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, output, dpi=110)
+    return output
 
+
+def _draw_panels(fig, example: MaskingExample) -> None:
+    """Rows (a) image, (b) foreground masking, (c) random masking; columns the axial, coronal and sagittal views."""
     rows = [
         ("(a) image, subvolume grid,\nforeground subvolumes (yellow)", example.windowed, None),
         ("(b) foreground masking\n(masked: red)", example.foreground_masked, example.foreground_mask),
@@ -460,28 +479,29 @@ def draw_masking(
         fg2d = example.foreground[gidx]
         for i, (row_title, volume, mask) in enumerate(rows):
             ax = axes[i, j]
-            img2d = volume[idx]
-            ax.imshow(img2d, cmap="gray", vmin=0.0, vmax=1.0, aspect=aspect, origin=origin, interpolation="nearest")
-            if mask is None:
-                for k in range(1, img2d.shape[0] // s):
-                    ax.axhline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
-                for k in range(1, img2d.shape[1] // s):
-                    ax.axvline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
-                _outline(ax, fg2d, s, edgecolor="gold", linewidth=1.2)
-            else:
-                _outline(ax, fg2d, s, edgecolor="gold", linewidth=0.6, linestyle="--")
-                _outline(ax, mask[gidx], s, edgecolor="red", linewidth=1.2)
-            ax.set_xlim(-0.5, img2d.shape[1] - 0.5)
-            ax.set_ylim(*((img2d.shape[0] - 0.5, -0.5) if origin == "upper" else (-0.5, img2d.shape[0] - 0.5)))
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _draw_slice(ax, volume[idx], fg2d, None if mask is None else mask[gidx], example.statistics.subvolume_size,
+                        aspect, origin)
             if i == 0:
                 ax.set_title(f"{view} ({where})", fontsize=10)
             if j == 0:
                 ax.set_ylabel(row_title, fontsize=10)
-    title = (("Nonzero-region" if stats.criterion == "nonzero" else "HU-based") + " foreground masking vs random masking\n"
-             + stats.describe())
-    fig.suptitle(wrap_title(fig, title, 9), fontsize=9, horizontalalignment="center")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, output, dpi=110)
-    return output
+
+
+def _draw_slice(ax, img2d: np.ndarray, fg2d: np.ndarray, mask2d: Optional[np.ndarray], s: int, aspect: float,
+                origin: str) -> None:
+    """One slice: the image with the foreground subvolumes outlined in gold and, without a mask, the subvolume grid;
+    with a mask, the foreground dashed and the masked subvolumes outlined in red."""
+    ax.imshow(img2d, cmap="gray", vmin=0.0, vmax=1.0, aspect=aspect, origin=origin, interpolation="nearest")
+    if mask2d is None:
+        for k in range(1, img2d.shape[0] // s):
+            ax.axhline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
+        for k in range(1, img2d.shape[1] // s):
+            ax.axvline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
+        _outline(ax, fg2d, s, edgecolor="gold", linewidth=1.2)
+    else:
+        _outline(ax, fg2d, s, edgecolor="gold", linewidth=0.6, linestyle="--")
+        _outline(ax, mask2d, s, edgecolor="red", linewidth=1.2)
+    ax.set_xlim(-0.5, img2d.shape[1] - 0.5)
+    ax.set_ylim(*((img2d.shape[0] - 0.5, -0.5) if origin == "upper" else (-0.5, img2d.shape[0] - 0.5)))
+    ax.set_xticks([])
+    ax.set_yticks([])

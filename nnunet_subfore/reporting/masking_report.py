@@ -113,18 +113,12 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
         seed: numpy seed of the loader's random crops.
         max_cases: read at most this many cases, evenly spread.
     """
-    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     preprocessed_dataset = Path(preprocessed_dataset)
     manager = PlansManager(plans)
-    require_configuration(plans, configuration, source=f"The plans {manager.plans_name!r}")
-    config = manager.get_configuration(configuration)
-    folder = preprocessed_dataset / config.data_identifier
-    if not folder.is_dir() or not any(folder.iterdir()):
-        raise UserError(f"{folder} holds no preprocessed data: run `nnUNetv2_preprocess -d {preprocessed_dataset.name} "
-                        f"-plans_name {manager.plans_name} -c {configuration}` first.")
+    folder = _data_folder(preprocessed_dataset, plans, manager, configuration)
     patch = tuple(int(p) for p in patch_size)
     if len(patch) != 3 or any(p % recipe.subvolume_size for p in patch):
         raise UserError(f"patch {list(patch)} is not divisible by the subvolume size {recipe.subvolume_size}.")
@@ -136,9 +130,7 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
     if max_cases is not None and 0 < max_cases < len(cases):
         cases = [cases[int(i)] for i in np.linspace(0, len(cases) - 1, max_cases).round()]
     np.random.seed(seed)
-    others = {} if criterion_name(masker) not in HU_CRITERIA else {
-        name: m for name, m in _comparison_maskers(plans, configuration, recipe).items()
-        if m is not None and name != criterion_name(masker)}
+    others = _other_maskers(plans, configuration, recipe, masker)
     shares: Dict[str, List[float]] = {}
     other_shares: Dict[str, Dict[str, List[float]]] = {name: {} for name in others}
     n_sub = math.prod(p // recipe.subvolume_size for p in patch)
@@ -146,19 +138,51 @@ def masking_report(preprocessed_dataset: Path, plans: dict, configuration: str, 
     for case in cases:
         if progress is not None:
             progress(case)
-        loader = nnUNetDataLoader(dataset_class(str(folder), [case]), patches_per_case, patch, patch, label_manager,
-                                  oversample_foreground_percent=OVERSAMPLE_FOREGROUND)
-        data = loader.generate_train_batch()["data"]
-        shares[case] = masker.foreground(data).flatten(1).float().mean(1).tolist()
+        data = _training_batch(dataset_class(str(folder), [case]), patches_per_case, patch, label_manager)
+        shares[case] = _patch_foreground_shares(masker, data)
         if criterion_name(masker) in HU_CRITERIA:
             block_means.append(windowed_block_means(data, masker.subvolume_size, masker.window).flatten().float())
         for name, other in others.items():
-            other_shares[name][case] = other.foreground(data).flatten(1).float().mean(1).tolist()
+            other_shares[name][case] = _patch_foreground_shares(other, data)
     report = MaskingReport(preprocessed_dataset.name, manager.plans_name, configuration, patch, recipe, masker,
                            shares, n_sub, other_shares, [note])
     if block_means:
         report.dataset_otsu_lambda = float(otsu_thresholds(torch.cat(block_means)[None])[0])
     return report
+
+
+def _data_folder(preprocessed_dataset: Path, plans: dict, manager, configuration: str) -> Path:
+    """The configuration's preprocessed data folder; a UserError naming the command that fills it when it is empty."""
+    require_configuration(plans, configuration, source=f"The plans {manager.plans_name!r}")
+    config = manager.get_configuration(configuration)
+    folder = preprocessed_dataset / config.data_identifier
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise UserError(f"{folder} holds no preprocessed data: run `nnUNetv2_preprocess -d {preprocessed_dataset.name} "
+                        f"-plans_name {manager.plans_name} -c {configuration}` first.")
+    return folder
+
+
+def _training_batch(dataset, patches_per_case: int, patch: Tuple[int, int, int], label_manager) -> torch.Tensor:
+    """One batch of ``patches_per_case`` patches of ``dataset`` as nnU-Net's loader cuts them in training."""
+    from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+
+    loader = nnUNetDataLoader(dataset, patches_per_case, patch, patch, label_manager,
+                              oversample_foreground_percent=OVERSAMPLE_FOREGROUND)
+    return loader.generate_train_batch()["data"]
+
+
+def _patch_foreground_shares(masker: ForegroundMasker, data: torch.Tensor) -> List[float]:
+    """Per patch of ``data``: the share of its subvolumes that ``masker``'s criterion calls foreground."""
+    return masker.foreground(data).flatten(1).float().mean(1).tolist()
+
+
+def _other_maskers(plans: dict, configuration: str, recipe: MaskingRecipe,
+                   masker: ForegroundMasker) -> Dict[str, ForegroundMasker]:
+    """The HU criteria other than ``masker``'s that apply to these plans; none when ``masker``'s is not an HU one."""
+    if criterion_name(masker) not in HU_CRITERIA:
+        return {}
+    return {name: m for name, m in _comparison_maskers(plans, configuration, recipe).items()
+            if m is not None and name != criterion_name(masker)}
 
 
 def _comparison_maskers(plans: dict, configuration: str, recipe: MaskingRecipe) -> Dict[str, Optional[ForegroundMasker]]:

@@ -147,9 +147,6 @@ def threshold_analysis(raw_folder: Path, window: Sequence[float] = PAPER_MASKING
         max_cases: read at most this many cases, evenly spread over the sorted list (the paper used 40).
         progress: called with each case name.
     """
-    from nnunet_subfore.data.ct_io import read_image
-    import SimpleITK as sitk
-
     raw_folder = Path(raw_folder)
     lo, hi = float(window[0]), float(window[1])
     if not hi > lo:
@@ -165,26 +162,36 @@ def threshold_analysis(raw_folder: Path, window: Sequence[float] = PAPER_MASKING
     if not cases:
         raise UserError(f"{raw_folder} lists no training cases.")
     edges = np.linspace(0.0, 1.0, N_BINS + 1)
+    voxel_counts, block_counts, lab, bg, voxels = _histograms(files, cases, names, (lo, hi), s, edges, progress)
+    analysis = ThresholdAnalysis(raw_folder.name, cases, (lo, hi), s, edges, voxel_counts, block_counts, lab, bg,
+                                 float(np.percentile(voxels, ONSET_PERCENTILE)) if voxels.size else math.nan)
+    analysis.numbers = _lambda_numbers(analysis)
+    if not lab.size:
+        raise UserError(
+            f"No {s}^3 block of {raw_folder.name} is at least {LABELLED_BLOCK_SHARE:.0%} labelled: lambda cannot be "
+            f"chosen from blocks. Use a smaller --subvolume-size or a dataset with larger labelled organs.")
+    return analysis
+
+
+def _histograms(files: Dict[str, dict], cases: Sequence[str], names: Dict[int, str], window: Tuple[float, float],
+                s: int, edges: np.ndarray, progress=None
+                ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Over ``cases``: the voxel and block histograms per class, the labelled and the background block means, and a
+    sample of the windowed intensities of labelled voxels (at most about 200k per case)."""
+    lo, hi = window
     voxel_counts = {"background": np.zeros(N_BINS, np.int64), **{n: np.zeros(N_BINS, np.int64) for n in names.values()}}
     block_counts = {k: np.zeros(N_BINS, np.int64) for k in ("background", "labelled", *names.values(), "mixed")}
     labelled_means: List[np.ndarray] = []
     background_means: List[np.ndarray] = []
     labelled_voxel_samples: List[np.ndarray] = []
-
-    def add(counts: np.ndarray, values: np.ndarray) -> None:
-        counts += np.histogram(values, bins=edges)[0]
-
     for case in cases:
         if progress is not None:
             progress(case)
-        image = sitk.GetArrayFromImage(read_image(files[case]["images"][0])).astype(np.float32)
-        label = sitk.GetArrayFromImage(read_image(files[case]["label"]))
-        if image.shape != label.shape:
-            raise UserError(f"Case {case}: image shape {image.shape} differs from its label's {label.shape}.")
+        image, label = _read_case(case, files[case])
         u = np.clip((image - lo) / (hi - lo), 0.0, 1.0)
-        add(voxel_counts["background"], u[label == 0])
+        _add_to_histogram(voxel_counts["background"], u[label == 0], edges)
         for value, name in names.items():
-            add(voxel_counts[name], u[label == value])
+            _add_to_histogram(voxel_counts[name], u[label == value], edges)
         labelled_u = u[label > 0]
         if labelled_u.size:
             step = max(1, labelled_u.size // 200_000)
@@ -192,28 +199,55 @@ def threshold_analysis(raw_folder: Path, window: Sequence[float] = PAPER_MASKING
         ub, lb = _blocks(u, s), _blocks(label, s)
         if not len(ub):
             continue
-        means = ub.mean(axis=1)
-        share = (lb > 0).mean(axis=1)
-        labelled, background = share >= LABELLED_BLOCK_SHARE, share == 0
-        add(block_counts["labelled"], means[labelled])
-        add(block_counts["background"], means[background])
-        add(block_counts["mixed"], means[~labelled & ~background])
-        if labelled.any():
-            majority = np.array([np.bincount(row[row > 0]).argmax() for row in lb[labelled]])
-            for value, name in names.items():
-                add(block_counts[name], means[labelled][majority == value])
-        labelled_means.append(means[labelled])
-        background_means.append(means[background])
-
+        labelled, background = _add_blocks(ub, lb, names, edges, block_counts)
+        labelled_means.append(labelled)
+        background_means.append(background)
     lab = np.concatenate(labelled_means) if labelled_means else np.zeros(0)
     bg = np.concatenate(background_means) if background_means else np.zeros(0)
     voxels = np.concatenate(labelled_voxel_samples) if labelled_voxel_samples else np.zeros(0)
-    analysis = ThresholdAnalysis(raw_folder.name, cases, (lo, hi), s, edges, voxel_counts, block_counts, lab, bg,
-                                 float(np.percentile(voxels, ONSET_PERCENTILE)) if voxels.size else math.nan)
+    return voxel_counts, block_counts, lab, bg, voxels
+
+
+def _read_case(case: str, files: dict) -> Tuple[np.ndarray, np.ndarray]:
+    """The case's image (float32) and label arrays; a UserError when their shapes differ."""
+    from nnunet_subfore.data.ct_io import read_image
+    import SimpleITK as sitk
+
+    image = sitk.GetArrayFromImage(read_image(files["images"][0])).astype(np.float32)
+    label = sitk.GetArrayFromImage(read_image(files["label"]))
+    if image.shape != label.shape:
+        raise UserError(f"Case {case}: image shape {image.shape} differs from its label's {label.shape}.")
+    return image, label
+
+
+def _add_to_histogram(counts: np.ndarray, values: np.ndarray, edges: np.ndarray) -> None:
+    counts += np.histogram(values, bins=edges)[0]
+
+
+def _add_blocks(ub: np.ndarray, lb: np.ndarray, names: Dict[int, str], edges: np.ndarray,
+                block_counts: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Add the means of the blocks ``ub`` (labels ``lb``) to the labelled, background, mixed and per-label histograms;
+    return the means of the labelled and of the background blocks."""
+    means = ub.mean(axis=1)
+    share = (lb > 0).mean(axis=1)
+    labelled, background = share >= LABELLED_BLOCK_SHARE, share == 0
+    _add_to_histogram(block_counts["labelled"], means[labelled], edges)
+    _add_to_histogram(block_counts["background"], means[background], edges)
+    _add_to_histogram(block_counts["mixed"], means[~labelled & ~background], edges)
+    if labelled.any():
+        majority = np.array([np.bincount(row[row > 0]).argmax() for row in lb[labelled]])
+        for value, name in names.items():
+            _add_to_histogram(block_counts[name], means[labelled][majority == value], edges)
+    return means[labelled], means[background]
+
+
+def _lambda_numbers(analysis: ThresholdAnalysis) -> Dict[str, float]:
+    """lambda (balanced and unweighted), the blocks it and the paper's 0.1 misclassify, the organ onset, block counts."""
+    lab, bg = analysis.labelled_block_means, analysis.background_block_means
     lam = best_threshold(lab, bg)
     paper = PAPER_MASKING.threshold
     missed, false = block_errors(lab, bg, np.array([lam if not math.isnan(lam) else paper, paper]))
-    analysis.numbers = {
+    return {
         "lambda": lam,
         "lambda_hu": analysis.hu(lam),
         "lambda_fewest_blocks_unweighted": best_threshold(lab, bg, balanced=False),
@@ -226,13 +260,8 @@ def threshold_analysis(raw_folder: Path, window: Sequence[float] = PAPER_MASKING
         "organ_onset_blocks": float(np.percentile(lab, ONSET_PERCENTILE)) if lab.size else math.nan,
         "labelled_blocks": int(lab.size),
         "background_blocks": int(bg.size),
-        "mixed_blocks": int(block_counts["mixed"].sum()),
+        "mixed_blocks": int(analysis.block_counts["mixed"].sum()),
     }
-    if not lab.size:
-        raise UserError(
-            f"No {s}^3 block of {raw_folder.name} is at least {LABELLED_BLOCK_SHARE:.0%} labelled: lambda cannot be "
-            f"chosen from blocks. Use a smaller --subvolume-size or a dataset with larger labelled organs.")
-    return analysis
 
 
 # ---------------------------------------------------------------------------------------------- outputs
