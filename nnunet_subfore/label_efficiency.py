@@ -164,7 +164,7 @@ def check_checkpoint(arm: Arm, source: PreprocessedDataset) -> None:
     trainer builds on ``source``'s plans, key by key as nnU-Net's ``-pretrained_weights`` loader checks it."""
     from nnunet_subfore.checkpoints import compare_state_dicts, load_checkpoint, transfer_error_message
     from nnunet_subfore.networks import backbone_of_state_dict
-    from nnunet_subfore.registry import build_trainer_network, find_trainer_class
+    from nnunet_subfore.registry import build_trainer_network, suggested_trainers
 
     try:
         state = load_checkpoint(arm.checkpoint)["network_weights"]
@@ -174,7 +174,7 @@ def check_checkpoint(arm: Arm, source: PreprocessedDataset) -> None:
         raise UserError(f"--arm {arm.name}: {e}") from e
     report = compare_state_dicts(target.network.state_dict(), state)
     if not report.ok:
-        hints = getattr(find_trainer_class(arm.trainer), "trainers_for_backbone", {})
+        hints = suggested_trainers(arm.trainer)
         raise UserError(f"--arm {arm.name}: " + transfer_error_message(
             report, arm.checkpoint, target.backbone, backbone_of_state_dict(state), arm.trainer, hints))
 
