@@ -72,8 +72,6 @@ def read_pretraining_run(checkpoint: Path) -> PretrainingRun:
     Raises:
         UserError: the file is missing or not an nnU-Net checkpoint, or the JSON files are not beside it.
     """
-    from nnunet_subfore.plans import read_plans
-
     checkpoint = Path(checkpoint)
     content = load_checkpoint(checkpoint)
     folder = checkpoint.resolve().parent.parent
@@ -85,15 +83,22 @@ def read_pretraining_run(checkpoint: Path) -> PretrainingRun:
                 f"(.../TRAINER__PLANS__CONFIGURATION/fold_N/checkpoint_final.pth) or copy that folder's plans.json "
                 f"and dataset.json next to its fold folder.")
     trainer_name, configuration = _run_identity(content, checkpoint)
-    plans = read_plans(folder / "plans.json")
-    if configuration not in plans["configurations"]:
+    plans, dataset_json = _read_json(folder / "plans.json"), _read_json(folder / "dataset.json")
+    if configuration not in plans.get("configurations", {}):
         raise UserError(f"{folder / 'plans.json'} has no configuration {configuration!r}, which {checkpoint} was "
-                        f"trained with (available: {sorted(plans['configurations'])}).")
-    try:
-        dataset_json = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{folder / 'dataset.json'} is not a JSON file ({e}).") from e
+                        f"trained with (available: {sorted(plans.get('configurations', {}))}).")
     return PretrainingRun(checkpoint, trainer_name, configuration, plans, dataset_json, content["network_weights"])
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a JSON file ({e}); nnU-Net wrote it at the start of training: copy it "
+                        f"again from the run's result folder.") from e
+    if not isinstance(content, dict):
+        raise UserError(f"{path} holds no JSON object; copy it again from the run's result folder.")
+    return content
 
 
 def _run_identity(content: dict, checkpoint: Path) -> Tuple[str, str]:
