@@ -254,6 +254,8 @@ class Reconstruction:
         masked_l1: the trainer's loss on this patch: mean |reconstruction - image| over the voxels of the masked
             subvolumes, all channels (NaN when nothing is masked).
         unmasked_l1: the same over the other voxels (NaN when everything is masked).
+        constant_l1: the masked L1 of the best single value per channel (the median of the masked voxels): a
+            network that does not beat it has learned an intensity level, not anatomy (NaN when nothing is masked).
         masked_fraction: share of the patch's subvolumes (= voxels) that are masked.
         trainer_name, configuration, checkpoint, backbone: where the network comes from.
         masker: ``repr`` of the masker (settings in the units of the preprocessed data).
@@ -273,6 +275,7 @@ class Reconstruction:
     axis_names: Tuple[str, str, str]
     masked_l1: float
     unmasked_l1: float
+    constant_l1: float
     masked_fraction: float
     trainer_name: str
     configuration: str
@@ -296,13 +299,15 @@ class Reconstruction:
 
     def describe(self) -> str:
         """The numbers, a few lines."""
-        masked = "n/a (nothing masked)" if math.isnan(self.masked_l1) else f"{self.masked_l1:.4f}"
+        masked = ("n/a (nothing masked)" if math.isnan(self.masked_l1) else
+                  f"{self.masked_l1:.4f} (the trainer's loss, nnU-Net-normalized units; the masked voxels' median "
+                  f"as prediction: {self.constant_l1:.4f})")
         unmasked = "n/a" if math.isnan(self.unmasked_l1) else f"{self.unmasked_l1:.4f}"
         n, grid = int(self.subvolume_mask.sum()), int(self.subvolume_mask.size)
         fg = "" if self.foreground is None else f", foreground {int(self.foreground.sum())}/{grid} subvolumes"
         return "\n".join([
             f"{self.trainer_name} ({self.backbone}, {self.configuration}) from {self.checkpoint}",
-            f"masked L1 {masked} (nnU-Net-normalized units, the trainer's loss), unmasked L1 {unmasked}",
+            f"masked L1 {masked}, unmasked L1 {unmasked}",
             f"masked fraction {100 * self.masked_fraction:.1f}% ({n}/{grid} subvolumes of {self.subvolume_size}^3{fg}), "
             f"seed {self.seed}",
             f"{self.masking}; patch {'x'.join(str(s) for s in self.image.shape[1:])} at {self.offset} of the "
@@ -356,6 +361,7 @@ def reconstruct_from_checkpoint(checkpoint: Path, images: Sequence[Path], find_t
         subvolume_size=masker.subvolume_size, offset=tuple(int(o) for o in offset), spacing=spacing,
         axis_names=tuple(IMAGE_AXIS_NAMES[t] for t in transpose),
         masked_l1=_masked_l1(output, x, batch.subvolume_mask), unmasked_l1=_masked_l1(output, x, ~batch.subvolume_mask),
+        constant_l1=_constant_l1(x, batch.subvolume_mask),
         masked_fraction=float(batch.masked_fraction), trainer_name=run.trainer_name, configuration=run.configuration,
         checkpoint=run.checkpoint, backbone=backbone_of_state_dict(run.network_weights) or type(network).__name__,
         masker=repr(masker), masking=masking_in_words(masker), seed=int(seed), intensity=_ct_mapping(run))
@@ -382,6 +388,16 @@ def _masked_l1(prediction: torch.Tensor, target: torch.Tensor, subvolume_mask: t
     if not bool(subvolume_mask.any()):
         return math.nan
     return float(subvolume_masked_l1_loss(prediction, target, subvolume_mask))
+
+
+def _constant_l1(target: torch.Tensor, subvolume_mask: torch.Tensor) -> float:
+    """The masked L1 of predicting, per channel, the median of the masked voxels (NaN when nothing is masked)."""
+    if not bool(subvolume_mask.any()):
+        return math.nan
+    s = target.shape[2] // subvolume_mask.shape[1]
+    inside = subvolume_mask[0].repeat_interleave(s, 0).repeat_interleave(s, 1).repeat_interleave(s, 2)
+    values = target[0][:, inside]  # (C, masked voxels)
+    return float((values - values.median(dim=1, keepdim=True).values).abs().mean())
 
 
 def _device(name: str) -> torch.device:

@@ -96,6 +96,8 @@ def test_the_arrays_are_the_masked_patch_and_the_network_s_output(checkpoints, i
     assert result.masked_l1 == pytest.approx(float(error[:, inside].mean()), rel=1e-5)
     assert result.unmasked_l1 == pytest.approx(float(error[:, ~inside].mean()), rel=1e-5)
     assert result.masked_fraction == pytest.approx(float(inside.mean()))
+    target = result.image[0, inside]
+    assert result.constant_l1 == pytest.approx(float(np.abs(target - np.median(target)).mean()), rel=1e-4)
     assert f"masked L1 {result.masked_l1:.4f}" in result.describe()
     # a fixed seed gives the same mask and fill
     again = reconstruct_from_checkpoint(checkpoints[trainer_name], [image], find_trainer_class, seed=3)
@@ -189,4 +191,5 @@ def test_nothing_masked_gives_no_masked_l1(tmp_path, checkpoints):
     """An all-air image: no foreground subvolume, nothing masked, the masked L1 is undefined (not 0)."""
     air = write_ct(tmp_path / "air.nii.gz", np.full((48, 64, 64), -1000.0, dtype=np.float32))
     result = reconstruct_from_checkpoint(checkpoints[CNN], [air], find_trainer_class)
-    assert result.masked_fraction == 0 and math.isnan(result.masked_l1) and "n/a (nothing masked)" in result.describe()
+    assert result.masked_fraction == 0 and math.isnan(result.masked_l1) and math.isnan(result.constant_l1)
+    assert "n/a (nothing masked)" in result.describe()

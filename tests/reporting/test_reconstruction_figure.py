@@ -67,9 +67,11 @@ def test_the_slices_cross_the_masked_subvolume_nearest_the_centre():
     grid = np.zeros((4, 4, 4), dtype=bool)
     grid[0, 0, 0] = grid[2, 1, 3] = True
     blank = np.zeros((1, 64, 64, 64), dtype=np.float32)
-    result = Reconstruction(blank, blank, blank, grid, None, 16, (0, 0, 0), (1.0, 1.0, 1.0),
-                            ("axial", "coronal", "sagittal"), 0.0, 0.0, 2 / 64, "T", "3d_fullres", None, "cnn", "", "",
-                            0)
+    result = Reconstruction(
+        image=blank, masked_input=blank, reconstruction=blank, subvolume_mask=grid, foreground=None, subvolume_size=16,
+        offset=(0, 0, 0), spacing=(1.0, 1.0, 1.0), axis_names=("axial", "coronal", "sagittal"), masked_l1=0.0,
+        unmasked_l1=0.0, constant_l1=0.0, masked_fraction=2 / 64, trainer_name="T", configuration="3d_fullres",
+        checkpoint=None, backbone="cnn", masker="", masking="", seed=0)
     assert slice_point(result) == (40, 24, 56)
     result.subvolume_mask = np.zeros_like(grid)
     assert slice_point(result) == (32, 32, 32)
