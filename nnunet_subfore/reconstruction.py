@@ -183,11 +183,8 @@ def rebuild_network(trainer: type, run: PretrainingRun) -> Tuple[torch.nn.Module
 
 # ---------------------------------------------------------------------------------------------- the image
 
-def preprocess_images(images: Sequence[Path], run: PretrainingRun) -> Tuple[np.ndarray, dict]:
-    """Raw image files (one per channel of ``dataset.json``) preprocessed as ``nnUNetv2_predict`` does for the run's
-    configuration (its ``preprocessor_class.run_case``): (data (C, D, H, W) float32, nnU-Net's properties)."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
+def check_images(images: Sequence[Path], run: PretrainingRun) -> List[Path]:
+    """``images`` as Paths: one existing file per channel of the run's ``dataset.json`` (UserError otherwise)."""
     images = [Path(p) for p in images]
     names = run.dataset_json.get("channel_names") or run.dataset_json.get("modality") or {}
     if len(images) != len(names):
@@ -196,6 +193,15 @@ def preprocess_images(images: Sequence[Path], run: PretrainingRun) -> Tuple[np.n
     for image in images:
         if not image.is_file():
             raise UserError(f"Image {image} does not exist.")
+    return images
+
+
+def preprocess_images(images: Sequence[Path], run: PretrainingRun) -> Tuple[np.ndarray, dict]:
+    """Raw image files (one per channel of ``dataset.json``) preprocessed as ``nnUNetv2_predict`` does for the run's
+    configuration (its ``preprocessor_class.run_case``): (data (C, D, H, W) float32, nnU-Net's properties)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    images = check_images(images, run)
     manager = PlansManager(run.plans)
     config = manager.get_configuration(run.configuration)
     try:
@@ -218,13 +224,13 @@ def preprocessed_index(center: Sequence[int], properties: dict, transpose_forwar
     """
     center = [int(c) for c in center]
     shape = [int(s) for s in properties["shape_before_cropping"]]
-    transposed = [center[i] for i in transpose_forward]
     original_shape = [0] * len(shape)
     for axis, source in enumerate(transpose_forward):
         original_shape[source] = shape[axis]
     if len(center) != len(shape) or any(not 0 <= c < s for c, s in zip(center, original_shape)):
         raise UserError(f"--center {' '.join(map(str, center))} lies outside the image of {len(shape)}D shape "
                         f"{tuple(original_shape)} (z y x voxel indices, numpy order).")
+    transposed = [center[i] for i in transpose_forward]
     cropped = [int(s) for s in properties["shape_after_cropping_and_before_resampling"]]
     starts = [int(b[0]) for b in properties["bbox_used_for_cropping"]]
     index = []
@@ -337,6 +343,7 @@ def reconstruct_from_checkpoint(checkpoint: Path, images: Sequence[Path], find_t
     """
     torch_device = _device(device)
     run = read_pretraining_run(checkpoint)
+    check_images(images, run)
     trainer = find_trainer(run.trainer_name)
     masker, _ = pretraining_masker(trainer, run)
     network, _ = rebuild_network(trainer, run)
