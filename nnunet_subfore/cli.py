@@ -160,6 +160,25 @@ def _cmd_show_masking(args) -> int:
     return 0
 
 
+def _cmd_show_reconstruction(args) -> int:
+    from nnunet_subfore.registry import find_trainer_class
+    from nnunet_subfore.reporting.reconstruction_figure import show_reconstruction
+
+    result, out = show_reconstruction(
+        checkpoint=Path(args.checkpoint),
+        images=[Path(p) for p in args.images],
+        output=Path(args.output),
+        find_trainer=find_trainer_class,
+        center=args.center,
+        seed=args.seed,
+        device=args.device,
+        force=args.force,
+    )
+    print(result.describe())
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_check_overlap(args) -> int:
     from nnunet_subfore.data.fingerprints import check_overlap
     from nnunet_subfore.paths import find_dataset_name, nnunet_folder
@@ -429,6 +448,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "nonzero (MRI): share of the subvolume inside the nonzero region >= --threshold")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=_cmd_show_masking)
+
+    p = sub.add_parser("show-reconstruction", help="what a pretraining checkpoint reconstructs: image, masked input, "
+                       "reconstruction and error on orthogonal slices of one patch (PNG)")
+    p.add_argument("checkpoint", help="checkpoint_*.pth of a SubFore pretraining run, in its nnU-Net result folder "
+                   "(plans.json and dataset.json one level up)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="raw image (CT in HU, .nii.gz/.mha/...), one per channel of the run's dataset.json; "
+                   "preprocessed as nnUNetv2_predict does")
+    p.add_argument("-o", dest="output", required=True, help="output PNG")
+    p.add_argument("--center", nargs=3, type=int, metavar=("Z", "Y", "X"),
+                   help="centre the patch on this voxel of the image (numpy order z y x; default: the centre)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mask and the fill (default 0)")
+    p.add_argument("--device", default="cpu", help="where the network runs: cpu (default), cuda, cuda:1, mps")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=_cmd_show_reconstruction)
     return parser
 
 

@@ -291,3 +291,98 @@ def masked_l1_trained_and_fresh(trainer, network_weights) -> Tuple[float, float]
     trained_network = fresh_network(0)
     trained_network.load_state_dict(network_weights)
     return fixed_loss(trained_network), untrained
+
+
+# ---------------------------------------------------------------------------------------------- tiny trained runs
+# A pretraining (or fine-tuning) result folder as nnU-Net leaves it, without training: the network its trainer
+# builds from tiny plans, saved as checkpoint_final.pth beside plans.json and dataset.json.
+
+#: The CT normalization of :func:`tiny_ct_plans` (body-labelled CT: the lower clip near air), in HU.
+TINY_CT_NORMALIZATION = {"mean": -140.0, "std": 260.0, "percentile_00_5": -980.0, "percentile_99_5": 1200.0}
+#: A 3-stage PlainConvUNet (8-16-32 features, one convolution per stage): total stride 4.
+TINY_PLAIN_ARCH = {
+    "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+    "arch_kwargs": dict(n_stages=3, features_per_stage=[8, 16, 32], kernel_sizes=[[3, 3, 3]] * 3,
+                        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_conv_per_stage=[1] * 3,
+                        n_conv_per_stage_decoder=[1] * 2, conv_op="torch.nn.modules.conv.Conv3d", conv_bias=True,
+                        norm_op="torch.nn.modules.instancenorm.InstanceNorm3d",
+                        norm_op_kwargs={"eps": 1e-05, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+                        nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True}),
+    "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+}
+
+
+def tiny_ct_plans(spacing=(2.0, 2.0, 2.0), patch=(32, 32, 32), transpose=(0, 1, 2)) -> dict:
+    """Complete nnU-Net plans (what DefaultPreprocessor and the network builders read) for 1-channel CT."""
+    resampling = "resample_data_or_seg_to_shape"
+    return {
+        "dataset_name": "Dataset990_TinyCT", "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(spacing), "original_median_shape_after_transp": [48, 64, 64],
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": list(transpose),
+        "transpose_backward": [list(transpose).index(i) for i in range(3)],
+        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": dict(TINY_CT_NORMALIZATION, median=-100.0, min=-1000.0,
+                                                                  max=1500.0)},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
+            "patch_size": list(patch), "median_image_size_in_voxels": [48, 64, 64], "spacing": list(spacing),
+            "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+            "resampling_fn_data": resampling, "resampling_fn_seg": resampling, "resampling_fn_probabilities": resampling,
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+            "architecture": json.loads(json.dumps(TINY_PLAIN_ARCH)), "batch_dice": False,
+        }},
+    }
+
+
+#: dataset.json of :func:`tiny_ct_plans`' dataset: one CT channel, three organ labels.
+TINY_CT_DATASET = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "spleen": 2, "kidneys": 3},
+                   "numTraining": 4, "file_ending": ".nii.gz"}
+
+
+def write_trained_run(results: Path, trainer_name: str, plans: dict = None, dataset_json: dict = None, seed: int = 0,
+                      weights_of: str = None) -> Path:
+    """``results/Dataset990_TinyCT/TRAINER__nnUNetPlans__3d_fullres/fold_0/checkpoint_final.pth`` (with plans.json
+    and dataset.json one level up), the network ``trainer_name`` builds from the plans with seeded initial weights
+    (``weights_of``: another trainer's network under ``trainer_name``'s name). Returns the checkpoint path."""
+    import torch
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_subfore.registry import find_trainer_class
+
+    plans = tiny_ct_plans() if plans is None else plans
+    dataset_json = TINY_CT_DATASET if dataset_json is None else dataset_json
+    manager = PlansManager(plans)
+    config = manager.get_configuration("3d_fullres")
+    channels = determine_num_input_channels(manager, config, dataset_json)
+    torch.manual_seed(seed)
+    network = find_trainer_class(weights_of or trainer_name).build_network_architecture(
+        manager, config, channels, manager.get_label_manager(dataset_json).num_segmentation_heads, False)
+    folder = result_folder({"nnUNet_results": str(results)}, plans["dataset_name"], trainer_name, plans["plans_name"])
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps(dataset_json))
+    checkpoint = folder / "fold_0" / "checkpoint_final.pth"
+    torch.save({"network_weights": network.state_dict(), "trainer_name": trainer_name, "current_epoch": 1,
+                "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset_json,
+                              "device": "cpu"}}, checkpoint)
+    return checkpoint
+
+
+def tiny_ct_volume(shape=(48, 64, 64), seed: int = 0) -> np.ndarray:
+    """HU, (z, y, x): air around an elliptic body of soft tissue with a fat rim, a bright bone rod and noise."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    r = np.sqrt((y / 0.8) ** 2 + (x / 0.9) ** 2)
+    hu = np.where(r < 1.0, -100.0, -1000.0)
+    hu = np.where(r < 0.85, 40.0, hu)
+    hu = np.where(((y - 0.4) ** 2 + x ** 2) < 0.02, 700.0, hu)
+    hu = np.where((r < 0.85) & (z > 0.3) & (x < 0), 90.0, hu)
+    return (hu + rng.normal(0.0, 15.0, shape)).astype(np.float32)
+
+
+def write_ct(path: Path, hu: np.ndarray, spacing=(2.0, 2.0, 2.0)) -> Path:
+    """``hu`` (z, y, x) as an image file with (z, y, x) ``spacing`` (SimpleITK writes the suffix's format)."""
+    return write_image(path, hu, spacing=tuple(reversed(spacing)), origin=(0.0, 0.0, 0.0))

@@ -47,3 +47,21 @@ def save_figure(fig, path: Union[str, Path], dpi: int) -> None:
     path = Path(path)
     metadata = {"Software": None} if path.suffix.lower() == ".png" else None
     fig.savefig(path, dpi=dpi, metadata=metadata, bbox_inches="tight", pad_inches=PAD_INCHES)
+
+
+def check_figure_output(output: Union[str, Path], force: bool, example_name: str = "figure.png") -> Path:
+    """``output`` as a Path, refused (UserError) when it is a folder, exists without ``force``, or has a suffix
+    matplotlib cannot tell a format from; run before the work that the figure shows."""
+    from matplotlib.figure import Figure
+
+    from nnunet_subfore.errors import UserError
+
+    output = Path(output)
+    if output.is_dir():
+        raise UserError(f"{output} is a folder: give the figure's file name, e.g. {output / example_name}.")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to overwrite it.")
+    formats = Figure().canvas.get_supported_filetypes()
+    if output.suffix.lower().lstrip(".") not in formats:
+        raise UserError(f"Cannot tell the figure format of {output}: use a suffix such as .png (one of {sorted(formats)}).")
+    return output

@@ -43,7 +43,8 @@ from nnunet_subfore.masking import (
     windowed_block_means,
     windowed_intensity,
 )
-from nnunet_subfore.reporting.canvas import save_figure, wrap_title
+from nnunet_subfore.reporting.canvas import check_figure_output, save_figure, wrap_title
+from nnunet_subfore.reporting.slices import frame_slice, outline_subvolumes
 from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, CRITERIA, FILLS, PAPER_MASKING
 
 MAX_DEFAULT_SIDE = 96
@@ -406,18 +407,6 @@ def _views(example: MaskingExample):
     ]
 
 
-def _outline(ax, blocks: np.ndarray, s: int, edgecolor, facecolor="none", linewidth=1.0, linestyle="-") -> None:
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
-
-    cells = np.argwhere(blocks)
-    if len(cells):
-        rects = [Rectangle((c * s - 0.5, r * s - 0.5), s, s) for r, c in cells]
-        ax.add_collection(
-            PatchCollection(rects, facecolor=facecolor, edgecolor=edgecolor, linewidth=linewidth, linestyle=linestyle)
-        )
-
-
 def draw_masking(
     image: ImageLike,
     output: Union[str, Path],
@@ -447,15 +436,8 @@ def draw_masking(
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    output = Path(output)
-    if output.is_dir():
-        raise UserError(f"{output} is a folder: give the figure's file name, e.g. {output / 'masking.png'}.")
-    if output.exists() and not force:
-        raise UserError(f"{output} exists; pass --force to overwrite it.")
+    output = check_figure_output(output, force, "masking.png")
     fig = Figure(figsize=(11.0, 12.0), layout="constrained")
-    formats = fig.canvas.get_supported_filetypes()
-    if output.suffix.lower().lstrip(".") not in formats:
-        raise UserError(f"Cannot tell the figure format of {output}: use a suffix such as .png (one of {sorted(formats)}).")
     example = masking_example(image, patch_size, subvolume_size, window, threshold, ratio, seed, fill, spacing, criterion)
     stats = example.statistics
     _draw_panels(fig, example)
@@ -497,11 +479,8 @@ def _draw_slice(ax, img2d: np.ndarray, fg2d: np.ndarray, mask2d: Optional[np.nda
             ax.axhline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
         for k in range(1, img2d.shape[1] // s):
             ax.axvline(k * s - 0.5, color="white", linewidth=0.5, alpha=0.4)
-        _outline(ax, fg2d, s, edgecolor="gold", linewidth=1.2)
+        outline_subvolumes(ax, fg2d, s, edgecolor="gold", linewidth=1.2)
     else:
-        _outline(ax, fg2d, s, edgecolor="gold", linewidth=0.6, linestyle="--")
-        _outline(ax, mask2d, s, edgecolor="red", linewidth=1.2)
-    ax.set_xlim(-0.5, img2d.shape[1] - 0.5)
-    ax.set_ylim(*((img2d.shape[0] - 0.5, -0.5) if origin == "upper" else (-0.5, img2d.shape[0] - 0.5)))
-    ax.set_xticks([])
-    ax.set_yticks([])
+        outline_subvolumes(ax, fg2d, s, edgecolor="gold", linewidth=0.6, linestyle="--")
+        outline_subvolumes(ax, mask2d, s, edgecolor="red", linewidth=1.2)
+    frame_slice(ax, img2d.shape, origin)
