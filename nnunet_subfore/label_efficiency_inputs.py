@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple, Union
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import find_dataset_name, nnunet_folder
-from nnunet_subfore.plans import read_plans
+from nnunet_subfore.plans_reading import read_plans
 
 #: Files of the preprocessed dataset folder that the trainers read (the plans file besides).
 DATASET_FILES = ("dataset.json", "dataset_fingerprint.json")

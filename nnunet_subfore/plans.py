@@ -32,7 +32,7 @@ from nnunet_subfore.intensity import CT_SCHEME
 from nnunet_subfore.networks import PATCH_DIVISORS
 from nnunet_subfore.paths import find_dataset_name, nnunet_folder
 from nnunet_subfore.plans_reading import configuration as plans_configuration
-from nnunet_subfore.plans_reading import read_plans  # noqa: F401  (nnunet_subfore.plans.read_plans: public)
+from nnunet_subfore.plans_reading import read_plans
 from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, MaskingRecipe, recipe_settings
 
 #: A preset patch serves every backbone and the paper's masking subvolumes (SwinUNETR 32, UNETR 16, masking 16).

@@ -29,7 +29,8 @@ import torch
 from nnunet_subfore.checkpoints import load_checkpoint
 from nnunet_subfore.crops import center_crop, crop_around
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.intensity import CT_SCHEME, CTIntensityMapping, resolve_configuration
+from nnunet_subfore.intensity import CT_SCHEME, CTIntensityMapping
+from nnunet_subfore.plans_reading import configuration as plans_configuration
 from nnunet_subfore.losses import subvolume_masked_l1_loss
 from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.masking_setup import masker_for_plans
@@ -421,7 +422,7 @@ def _device(name: str) -> torch.device:
 
 def _ct_mapping(run: PretrainingRun) -> Optional[CTIntensityMapping]:
     """nnU-Net's CT normalization of channel 0 (None when channel 0 is not CT)."""
-    schemes = resolve_configuration(run.plans["configurations"], run.configuration).get("normalization_schemes") or []
+    schemes = plans_configuration(run.plans, run.configuration).get("normalization_schemes") or []
     if not schemes or schemes[0] != CT_SCHEME:
         return None
     try:
