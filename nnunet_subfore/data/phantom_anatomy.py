@@ -60,11 +60,13 @@ def layout(case: PhantomCase, grid: Grid) -> Layout:
     """Body size and position in the field of view, the table below it, and the scan range along z."""
     hz, hy, hx = grid.half
     d = case.details
-    a = case.body_width * hx
+    a = min(case.body_width, 0.95 / (1.0 + abs(d["taper"]))) * hx  # air on both sides, wherever the body is widest
     b = case.body_depth * a
     cy, cx = case.body_shift[0] * 2 * hy, case.body_shift[1] * 2 * hx
-    cx = float(np.clip(cx, -(0.97 * hx - a), 0.97 * hx - a))
-    gap, thickness = d["table_gap"] * hy, 0.12 * hy
+    room = max(0.96 * hx / (1.0 + abs(d["taper"])) - a, 0.0)
+    cx = float(np.clip(cx, -room, room))
+    gap = max(d["table_gap"] * hy, 2.5 * grid.spacing[1])  # a pad between back and couch: apart even at coarse voxels
+    thickness = max(0.12 * hy, 4.0 * grid.spacing[1])
     excess = cy + b + gap + thickness - 0.96 * hy
     if excess > 0:  # the table must fit below the body: move the patient up
         cy -= excess
@@ -141,7 +143,7 @@ def _table(c: Canvas) -> None:
     at, hx = c.at, c.grid.half[2]
     curve = c.case.details["table_curve"] * at.table_thickness * ((c.grid.x - at.cx) / hx) ** 2
     top = at.table_top - curve
-    shell = max(0.15 * at.table_thickness, 0.7 * c.grid.spacing[1])
+    shell = max(0.2 * at.table_thickness, c.grid.spacing[1])
     width = c.grid.soft(0.9 * hx - np.abs(c.grid.x))
     slab = c.grid.soft(c.grid.y - top) * c.grid.soft(top + at.table_thickness - c.grid.y) * width
     core = c.grid.soft(c.grid.y - top - shell) * c.grid.soft(top + at.table_thickness - shell - c.grid.y)
@@ -168,11 +170,11 @@ def _body(c: Canvas) -> np.ndarray:
 
 
 def _arms(c: Canvas) -> None:
-    """Arms beside the body (when drawn and when their centres lie in the field of view): fat, muscle, humerus."""
+    """Arms beside the body, when drawn: fat, muscle, humerus (the field of view's edge may cut a broad patient's)."""
     at, g = c.at, c.grid
-    ax, ay = 0.26 * at.a, 0.3 * at.a
-    gap = c.case.details["arm_gap"] * at.a
-    if not c.case.arms or at.a + gap + ax > g.half[2] - abs(at.cx):  # an arm may be cut by the field of view
+    ax, ay = 0.24 * at.a, 0.3 * at.a
+    gap = max(c.case.details["arm_gap"] * at.a, 1.5 * g.spacing[2])
+    if not c.case.arms:
         return
     for side in (-1.0, 1.0):
         centre = (at.cy + 0.15 * at.b, at.cx + side * (at.a + gap + ax))
@@ -207,8 +209,8 @@ def _thorax(c: Canvas, cavity: np.ndarray) -> None:
     lung_hu = c.hu["lung"] + 0.4 * c.case.texture_sd * c.texture
     lung_hu = lung_hu + vessels * (0.6 * (c.hu["blood"] - c.hu["lung"]))
     for side in (-1.0, 1.0):
-        lung = g.ellipsoid((at.dome + 0.3 * h, at.cy + 0.02 * bc, at.cx + side * 0.48 * ac),
-                           (0.72 * h, 0.86 * bc, 0.46 * ac * np.sqrt(c.case.lung_size)), z_power=3.0)
+        lung = g.ellipsoid((at.dome + 0.3 * h, at.cy + 0.02 * bc, at.cx + side * 0.5 * ac),
+                           (0.72 * h, 0.9 * bc, 0.5 * ac * np.sqrt(c.case.lung_size)), z_power=3.0)
         c.paint(lung * above * cavity, lung_hu)
     s = d["heart_size"]
     heart = g.ellipsoid((at.dome + 0.3 * at.unit, at.cy - 0.22 * bc, at.cx + 0.12 * ac),
@@ -253,7 +255,8 @@ def _vessels(c: Canvas) -> None:
     c.paint(g.ellipse((at.spine_y - 1.3 * r, at.cx + 0.9 * r), (0.6 * r, 0.6 * r)), c.hu["blood"], 0)
     venous = 0.3 if c.case.phase == "arterial" else 1.0
     ivc_hu = HU["blood"] + venous * (c.hu["blood"] - HU["blood"])
-    ivc = g.ellipse((at.spine_y - 1.4 * r, at.cx - 1.3 * r), (0.5 * r, 0.6 * r)) * (1.0 - g.above(at.dome + 0.1 * at.unit))
+    below_heart = 1.0 - g.above(at.dome + 0.1 * at.unit)
+    ivc = g.ellipse((at.spine_y - 1.4 * r, at.cx - 1.3 * r), (0.5 * r, 0.6 * r)) * below_heart
     c.paint(ivc, ivc_hu, 0)
 
 
@@ -267,7 +270,7 @@ def _spine(c: Canvas) -> None:
     body = g.ellipse((ys, xs), (0.9 * r, r))
     c.paint(body, c.hu["cartilage"] * 0.7, 0)
     c.paint(body * vertebra, c.hu["bone"])
-    c.paint(g.ellipse((ys, xs), (0.75 * r, 0.85 * r)) * vertebra, c.hu["cancellous_bone"])
+    c.paint(g.ellipse((ys, xs), (0.65 * r, 0.75 * r)) * vertebra, c.hu["cancellous_bone"])
     c.paint(g.ellipse((ys + 1.35 * r, xs), (0.75 * r, 0.75 * r)) * vertebra, c.hu["bone"], 0)  # arch around the canal
     c.paint(g.ellipse((ys + 2.2 * r, xs), (0.6 * r, 0.2 * r)) * vertebra, c.hu["bone"], 0)  # spinous process
     c.paint(g.ellipse((ys + 1.35 * r, xs), (0.42 * r, 0.42 * r)), c.hu["fluid"], 0)  # the canal

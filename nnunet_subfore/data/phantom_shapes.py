@@ -28,7 +28,8 @@ class Grid:
     def __init__(self, shape: Sequence[int], spacing: Sequence[float], edge_voxels: float = 0.35) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.spacing = tuple(float(s) for s in spacing)
-        axes = [(np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * np.float32(s) for n, s in zip(self.shape, self.spacing)]
+        axes = [(np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * np.float32(s)
+                for n, s in zip(self.shape, self.spacing)]
         self.z = axes[0].reshape(-1, 1, 1)
         self.y = axes[1].reshape(1, -1, 1)
         self.x = axes[2].reshape(1, 1, -1)
@@ -84,7 +85,7 @@ class Grid:
         return ((field - field.mean()) / max(float(field.std()), 1e-6)).astype(np.float32)
 
     def noise(self, rng: np.random.Generator, sd: float) -> np.ndarray:
-        """Image noise of standard deviation ``sd``, correlated over about a voxel as a reconstruction kernel makes it."""
+        """Image noise of standard deviation ``sd``, correlated over about a voxel (a reconstruction kernel's grain)."""
         white = rng.standard_normal(self.shape).astype(np.float32)
         grain = ndimage.gaussian_filter(white, 0.6)
         return grain * np.float32(sd / max(float(grain.std()), 1e-6))

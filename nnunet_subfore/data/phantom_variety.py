@@ -18,7 +18,7 @@ Pure numpy; no nnU-Net.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Dict, Mapping, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -71,8 +71,9 @@ class PhantomVariety:
             field of view (left-right and anterior-posterior).
         fat: subcutaneous fat thickness as a share of the body's half-width.
         visceral_fat: share of the abdominal cavity (outside the organs) that is fat rather than bowel.
-        arms_probability: chance that the arms lie beside the body (when they fit in the field of view;
-            otherwise they are raised out of it).
+        arms_probability: chance that the arms lie beside the body; the field of view then widens to take
+            them in (the body's width shrinks to 0.85 of its drawn share), though its edge may cut them in a
+            broad patient. Otherwise they are raised out of it.
         scan_range: length of the scan range along z, in body half-widths: about 1.5 for the chest or the
             upper abdomen alone, 3.5 for chest, abdomen and pelvis. With the slice count (the volume's shape)
             it sets the slice thickness, as on a scanner.
@@ -91,12 +92,12 @@ class PhantomVariety:
         bone_density: HU of cancellous bone (vertebral bodies).
     """
 
-    body_width: Range = (0.65, 0.93)
-    body_depth: Range = (0.60, 0.85)
+    body_width: Range = (0.75, 0.94)
+    body_depth: Range = (0.65, 0.85)
     body_shift: Range = (0.0, 0.06)
-    fat: Range = (0.04, 0.18)
+    fat: Range = (0.04, 0.16)
     visceral_fat: Range = (0.25, 0.65)
-    arms_probability: float = 0.5
+    arms_probability: float = 0.3
     scan_range: Range = (1.5, 3.5)
     chest_share: Range = (0.0, 1.0)
     lung_size: Range = (0.85, 1.15)
@@ -152,7 +153,7 @@ class PhantomVariety:
 VARIETIES: Dict[str, PhantomVariety] = {
     "wide": PhantomVariety(),
     "narrow": PhantomVariety(
-        body_width=(0.78, 0.84), body_depth=(0.70, 0.76), body_shift=(0.0, 0.02), fat=(0.08, 0.11),
+        body_width=(0.82, 0.88), body_depth=(0.72, 0.78), body_shift=(0.0, 0.02), fat=(0.08, 0.11),
         visceral_fat=(0.40, 0.48), arms_probability=0.0, scan_range=(2.2, 2.6),
         chest_share=(0.35, 0.6), lung_size=(0.95, 1.05),
         organ_size=(0.95, 1.05), organ_shift=(0.0, 0.02), spacing_xy=(1.5, 1.5),
@@ -229,9 +230,12 @@ class PhantomCase:
 
 ORGANS = ("liver", "spleen", "kidneys", "stomach")
 
+#: With the arms beside the body the field of view widens: the body's share of it shrinks by this factor.
+ARMS_FIELD_OF_VIEW = 0.85
+
 DETAIL_RANGES: Dict[str, Range] = {
     "taper": (-0.04, 0.04),  # change of the body's width from the bottom to the top of the scan range
-    "wall": (0.05, 0.08),  # muscle wall thickness, share of the body's half-width
+    "wall": (0.04, 0.07),  # muscle wall thickness, share of the body's half-width
     "dome_height": (0.12, 0.22),  # depth of the diaphragm domes, share of the body's half-width
     "right_dome_up": (0.0, 0.08),  # how much higher the right dome sits
     "heart_size": (0.9, 1.1),
@@ -269,6 +273,8 @@ def draw_case(seed: int, shape: Sequence[int], variety: PhantomVariety,
     body = dict(body_width=u(v.body_width), body_depth=u(v.body_depth),
                 body_shift=(signed(v.body_shift), signed(v.body_shift)), fat=u(v.fat), visceral_fat=u(v.visceral_fat),
                 arms=bool(rng.uniform() < v.arms_probability), chest_share=u(v.chest_share), lung_size=u(v.lung_size))
+    if body["arms"]:
+        body["body_width"] *= ARMS_FIELD_OF_VIEW
     organ_size = {organ: u(v.organ_size) for organ in ORGANS}
     organ_shifts = {organ: (signed(v.organ_shift), signed(v.organ_shift), signed(v.organ_shift)) for organ in ORGANS}
     spacing_xy, scan_range = u(v.spacing_xy), u(v.scan_range)
@@ -283,6 +289,7 @@ def draw_case(seed: int, shape: Sequence[int], variety: PhantomVariety,
         tissue_hu[tissue] += enhancement * added
     tissue_hu["cancellous_bone"] = u(v.bone_density)
     details = {name: u(r) for name, r in DETAIL_RANGES.items()}
-    return PhantomCase(details=details, seed=int(seed), shape=tuple(int(s) for s in shape), spacing=tuple(float(s) for s in spacing),
+    return PhantomCase(details=details, seed=int(seed), shape=tuple(int(s) for s in shape),
+                       spacing=tuple(float(s) for s in spacing),
                        organ_size=organ_size, organ_shifts=organ_shifts, phase=phase, enhancement=enhancement,
                        tissue_hu=tissue_hu, **body, **acquisition)

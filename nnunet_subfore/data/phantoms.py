@@ -240,7 +240,7 @@ def write_phantom_dataset(
     shape: Sequence[int] = (64, 64, 64),
     force: bool = False,
 ) -> Path:
-    """Write a synthetic nnU-Net raw dataset (``nnunet-subfore phantoms``): organ labels, or body labels for pretraining.
+    """A synthetic nnU-Net raw dataset (``nnunet-subfore phantoms``): organ labels, or body labels for pretraining.
 
     Args:
         dataset_id: 1..999.
@@ -268,7 +268,8 @@ def write_phantom_dataset(
         return write_labelled_dataset(root, dataset_id, name, num_cases, num_test=num_test, seed=seed, shape=shape,
                                       force=force, variety=variety, test_variety=test_variety)
     if int(num_test) != 0 or test_variety is not None:
-        raise ValueError("an unlabeled (pretraining) dataset has no held-out cases: leave num_test and test_variety unset.")
+        raise ValueError("an unlabeled (pretraining) dataset has no held-out cases: leave num_test and "
+                         "test_variety unset.")
     if int(num_cases) < 1:
         raise ValueError(f"num_cases must be at least 1, got {num_cases}.")
     shape = _check_shape(shape)
