@@ -39,6 +39,24 @@ def _cmd_register_unlabeled(args) -> int:
     return report.exit_code()
 
 
+def _cmd_phantoms(args) -> int:
+    from nnunet_subfore.data.phantoms import write_phantom_dataset
+
+    try:
+        folder = write_phantom_dataset(args.dataset_id, args.name, args.cases, seed=args.seed, unlabeled=args.unlabeled,
+                                       raw_root=Path(args.raw_root) if args.raw_root else None,
+                                       num_test=args.test_cases, variety=args.variety, test_variety=args.test_variety,
+                                       shape=tuple(args.shape), force=args.force)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    kind = "body labels (pretraining)" if args.unlabeled else "organ labels: 1 liver, 2 spleen, 3 kidneys"
+    held_out = f" and {args.test_cases} held-out cases (imagesTs/labelsTs)" if args.test_cases else ""
+    print(f"Wrote {args.cases} synthetic CT phantoms{held_out} with {kind} to {folder} "
+          f"(variety {args.variety}; settings of each case: {folder / 'subfore_phantoms.json'}).")
+    print(f"Next: nnUNetv2_plan_and_preprocess -d {int(args.dataset_id)} -c 3d_fullres --verify_dataset_integrity")
+    return 0
+
+
 def _cmd_convert(args) -> int:
     from nnunet_subfore.data.converters import convert_dataset
 
@@ -309,6 +327,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"HU above which a voxel may be body (default {BODY_THRESHOLD_HU:g})")
     p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID and another name is refused)")
     p.set_defaults(func=_cmd_register_unlabeled)
+
+    p = sub.add_parser("phantoms", help="write a synthetic CT dataset (phantoms with organ labels, or body labels for "
+                       "pretraining with --unlabeled) into nnU-Net's raw folder")
+    p.add_argument("-d", dest="dataset_id", type=int, required=True, help="dataset ID, e.g. 501")
+    p.add_argument("-n", dest="name", required=True, help="dataset name, e.g. PhantomCT")
+    p.add_argument("--cases", type=int, required=True, help="number of (training) cases")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same data; labelled and unlabeled "
+                   "datasets of one seed share no case (default 0)")
+    p.add_argument("--unlabeled", action="store_true", help="a pretraining set: body masks as labels, exactly as "
+                   "register-unlabeled writes them (default: organ labels)")
+    p.add_argument("--variety", choices=["narrow", "wide"], default="wide",
+                   help="wide: many patients, scanners, phases (default); narrow: one protocol, a sub-range of wide")
+    p.add_argument("--test-cases", type=int, default=0, help="held-out cases in imagesTs/labelsTs (labelled only)")
+    p.add_argument("--test-variety", choices=["narrow", "wide"], help="variety of the held-out cases (default: --variety)")
+    p.add_argument("--shape", nargs=3, type=int, default=[64, 64, 64], metavar=("Z", "Y", "X"),
+                   help="voxels per case (default 64 64 64; the slice thickness follows from the scan range)")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID "
+                   "and another name is refused)")
+    p.set_defaults(func=_cmd_phantoms)
 
     p = sub.add_parser("convert", help="convert a public dataset (btcv, flare22, mmwhs, amos22, brats, luna16, covid19)")
     p.add_argument("dataset", choices=["btcv", "flare22", "mmwhs", "amos22", "brats", "luna16", "covid19"])

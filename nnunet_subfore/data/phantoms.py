@@ -1,165 +1,89 @@
 """Synthetic CT phantoms in Hounsfield units, and writers for nnU-Net raw datasets made of them.
 
-A phantom is a torso-like volume: air outside an elliptic body cylinder, a subcutaneous fat layer,
-a muscle wall, an abdominal cavity (visceral fat and bowel), lungs in the upper part joined by
-bronchi to a trachea that leaves through the top end of the volume, a heart between the lungs, a
-spine, and labelled organs below the diaphragm (1 liver, 2 spleen, 3 kidneys). Boundaries are
-soft (about one voxel wide) and gaussian noise is added. Positions, sizes and the body shape vary
-with the seed; the same seed gives the same phantom.
+A phantom looks like the CT people pretrain on (:mod:`nnunet_subfore.data.phantom_anatomy` draws it):
+a field of view wider than the body, a patient table, optional arms, large lungs, bone, fat, bowel,
+textured organs with labels (1 liver, 2 spleen, 3 kidneys), and case-to-case variety in body size
+and position, scan range, voxel spacing, noise, contrast phase and scanner offset, drawn from a
+:class:`~nnunet_subfore.data.phantom_variety.PhantomVariety` (``"wide"`` or ``"narrow"``; see
+:data:`VARIETIES`). The same seed and variety give the same phantom. ``docs/datasets.md``
+("Synthetic CT phantoms") says what they model, what they do not, and their foreground share.
 
-Arrays are in SimpleITK's numpy order ``(z, y, x)``; index 0 along z is the inferior end (with
-an identity direction, z grows toward the head in LPS), so the trachea reaches the last slice.
-The trachea reaching the volume's end is deliberate: it is what real chest CT looks like and why
-:func:`nnunet_subfore.data.body_mask.body_mask` fills holes slice by slice.
-
-Everything is vectorized numpy; a 64^3 phantom takes a few tens of milliseconds.
+Arrays are in SimpleITK's numpy order ``(z, y, x)``; index 0 along z is the inferior end (with an
+identity direction, z grows toward the head in LPS), so the trachea reaches the last slice: what
+real chest CT looks like, and why :func:`nnunet_subfore.data.body_mask.body_mask` fills holes slice
+by slice. Everything is vectorized numpy; a 64^3 phantom takes about 0.2 s.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_subfore.data.body_mask import DEFAULT_THRESHOLD
+from nnunet_subfore.data.phantom_anatomy import LABELS, render
+from nnunet_subfore.data.phantom_variety import HU, VARIETIES, PhantomCase, PhantomVariety, draw_case, resolve_variety
+from nnunet_subfore.data.register import body_label, write_body_dataset_json
 from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
+from nnunet_subfore.paths import nnunet_folder
+
+__all__ = ["FILE_FORMATS", "HU", "LABELS", "PHANTOMS_FILE", "VARIETIES", "PhantomVariety", "make_phantom",
+           "phantom_case", "to_sitk", "write_labelled_dataset", "write_phantom_dataset", "write_unlabeled_images"]
 
 Shape = Tuple[int, int, int]
 Spacing = Tuple[float, float, float]
-
-LABELS: Dict[str, int] = {"background": 0, "liver": 1, "spleen": 2, "kidneys": 3}
-"""The phantoms' label map, as written into ``dataset.json``."""
-
-HU = {
-    "air": -1000.0,
-    "fat": -100.0,
-    "muscle": 40.0,
-    "cavity": -50.0,  # visceral fat and bowel, a mix
-    "lung": -850.0,
-    "heart": 40.0,
-    "bone": 700.0,
-    "liver": 60.0,
-    "spleen": 45.0,
-    "kidneys": 30.0,
-}
-"""Mean intensity of each tissue (HU). Gaussian noise of 10-20 HU comes on top."""
+Variety = Union[str, PhantomVariety]
 
 FILE_FORMATS = ("nii.gz", "mha")
 
-_EDGE_VOXELS = 0.35  # logistic width of the soft boundaries, in voxels
+#: Written into every phantom dataset: the seed, the varieties and each case's drawn settings.
+PHANTOMS_FILE = "subfore_phantoms.json"
+
+_UNLABELED_STREAM = 1  # unlabeled datasets draw their cases from another seed stream than labelled ones
+
+
+def phantom_case(seed: int, shape: Sequence[int] = (64, 64, 64), spacing: Optional[Sequence[float]] = None,
+                 variety: Variety = "wide") -> PhantomCase:
+    """The settings drawn for one phantom (spacing, contrast phase, organ HU, noise, body, ...), without its voxels.
+
+    Args: as :func:`make_phantom`.
+    """
+    shape = _check_shape(shape)
+    spacing = None if spacing is None else _check_spacing(spacing)
+    return draw_case(int(seed), shape, resolve_variety(variety), spacing)
 
 
 def make_phantom(
     seed: int,
     shape: Sequence[int] = (64, 64, 64),
-    spacing: Sequence[float] = (1.5, 1.5, 1.5),
+    spacing: Optional[Sequence[float]] = None,
+    variety: Variety = "wide",
 ) -> Tuple[np.ndarray, np.ndarray, Spacing]:
     """One synthetic CT volume with its organ labels.
 
     Args:
-        seed: any non-negative integer; the same seed gives the same phantom.
+        seed: any non-negative integer; the same seed (and variety) gives the same phantom.
         shape: ``(z, y, x)`` size in voxels, each side at least 16.
-        spacing: ``(z, y, x)`` voxel size in mm (returned as given; the anatomy is laid out in
-            voxels, so a phantom fills its volume whatever the spacing).
+        spacing: ``(z, y, x)`` voxel size in mm; None draws it from the variety (the in-plane spacing
+            from its range, the slice thickness from its scan range and the slice count). Anatomy is laid
+            out in mm relative to the field of view, so a phantom keeps air around the body at any spacing.
+        variety: ``"wide"``, ``"narrow"`` (:data:`VARIETIES`) or a :class:`PhantomVariety`.
 
     Returns:
         ``(image, label, spacing)``: ``image`` int16 HU in ``(z, y, x)`` order, ``label`` uint8
         with :data:`LABELS` values, ``spacing`` a tuple of floats ``(z, y, x)``.
+
+    Raises:
+        ValueError: bad shape, spacing or variety.
     """
-    shape = _check_shape(shape)
-    spacing = _check_spacing(spacing)
-    rng = np.random.default_rng(seed)
-    nz, ny, nx = shape
-    hz, hy, hx = (nz - 1) / 2.0, (ny - 1) / 2.0, (nx - 1) / 2.0
-    # voxel coordinates centred on the volume, as open grids that broadcast to (z, y, x)
-    z = (np.arange(nz, dtype=np.float32) - hz).reshape(-1, 1, 1)
-    y = (np.arange(ny, dtype=np.float32) - hy).reshape(1, -1, 1)
-    x = (np.arange(nx, dtype=np.float32) - hx).reshape(1, 1, -1)
-    zn = z / hz  # -1 (inferior end) .. +1 (superior end)
-
-    image = np.full(shape, HU["air"], dtype=np.float32)
-    label = np.zeros(shape, dtype=np.uint8)
-
-    def paint(alpha: np.ndarray, value: float, label_value: Optional[int] = 0) -> None:
-        nonlocal image
-        image = image + alpha * (np.float32(value) - image)
-        if label_value is not None:
-            label[np.broadcast_to(alpha > 0.5, shape)] = label_value
-
-    # body: elliptic cylinder, slightly tapered along z, off-centre by a few voxels
-    by = rng.uniform(0.62, 0.80) * hy  # semi-axes in voxels (y is anterior-posterior)
-    bx = rng.uniform(0.80, 0.92) * hx
-    cy = rng.uniform(-0.04, 0.04) * hy
-    cx = rng.uniform(-0.04, 0.04) * hx
-    taper = 1.0 + rng.uniform(-0.06, 0.06) * zn
-    r_body = np.sqrt(((y - cy) / (by * taper)) ** 2 + ((x - cx) / (bx * taper)) ** 2)
-    scale = min(by, bx) * taper  # voxels per unit of r_body
-    fat = rng.uniform(0.07, 0.14)
-    wall = rng.uniform(0.06, 0.10)
-    paint(_soft((1.0 - r_body) * scale), HU["fat"], None)
-    paint(_soft((1.0 - fat - r_body) * scale), HU["muscle"], None)
-    cavity = _soft((1.0 - fat - wall - r_body) * scale)
-    paint(cavity, HU["cavity"], None)
-
-    def body_point(zf: float, yf: float, xf: float) -> Tuple[float, float, float]:
-        """Voxel coordinates of a point given as fractions of the half-length (z) and body semi-axes (y, x)."""
-        return zf * hz, cy + yf * by, cx + xf * bx
-
-    def organ(zf, yf, xf, sz, sy, sx) -> np.ndarray:
-        zc, yc, xc = body_point(zf, yf, xf)
-        return _ellipsoid(z, y, x, (zc, yc, xc), (sz * hz, sy * by, sx * bx))
-
-    # thorax: diaphragm height, heart, lungs, trachea and bronchi
-    z_d = rng.uniform(-0.05, 0.2)  # diaphragm, as a fraction of the half-length
-    lung_half = rng.uniform(0.5, 0.75)
-    z_lung = z_d + 0.03 + lung_half
-    below_diaphragm = _soft((z_d * hz - z))
-    above_diaphragm = _soft((z - (z_d + 0.03) * hz))
-    paint(organ(z_d + 0.2, -0.25, 0.12, 0.2, 0.3, 0.3) * cavity * above_diaphragm, HU["heart"], None)
-    lung_y = rng.uniform(0.0, 0.1)
-    for side in (-1.0, 1.0):
-        lung = organ(z_lung, lung_y, side * rng.uniform(0.38, 0.45), lung_half, 0.55, rng.uniform(0.28, 0.34))
-        paint(lung * cavity * above_diaphragm, HU["lung"], None)
-    z_carina = min(z_lung + 0.1, 0.8)
-    top = body_point(1.5, -0.2, 0.0)  # beyond the last slice: the trachea leaves the volume
-    carina = body_point(z_carina, -0.2, 0.0)
-    trachea_radius = max(0.07 * min(by, bx), 1.2)
-    airways = _capsule(z, y, x, top, carina, trachea_radius)
-    for side in (-1.0, 1.0):
-        lung_centre = body_point(z_lung - 0.1, lung_y, side * 0.38)
-        airways = np.maximum(airways, _capsule(z, y, x, carina, lung_centre, max(0.8 * trachea_radius, 1.2)))
-    paint(airways * cavity, HU["air"], None)
-
-    # spine: a cylinder along z in the posterior cavity
-    spine_y, spine_x = body_point(0.0, rng.uniform(0.52, 0.6), 0.0)[1:]
-    spine_radius = rng.uniform(0.10, 0.13) * min(by, bx)
-    spine = _soft(spine_radius - np.sqrt((y - spine_y) ** 2 + (x - spine_x) ** 2))
-    paint(np.broadcast_to(spine, shape), HU["bone"], 0)
-
-    # labelled organs below the diaphragm (jittered centres and sizes)
-    def jitter(v: float, amount: float = 0.04) -> float:
-        return v + rng.uniform(-amount, amount)
-
-    def grow(v: float) -> float:
-        return v * rng.uniform(0.85, 1.15)
-
-    liver_half = rng.uniform(0.25, 0.35)
-    liver = organ(z_d - liver_half, jitter(0.0), jitter(-0.35), liver_half, grow(0.38), grow(0.33))
-    paint(liver * cavity * below_diaphragm, HU["liver"], LABELS["liver"])
-    spleen = organ(z_d - 0.17, jitter(0.3), jitter(0.5), grow(0.17), grow(0.2), grow(0.17))
-    paint(spleen * cavity * below_diaphragm, HU["spleen"], LABELS["spleen"])
-    z_kidney = z_d - rng.uniform(0.5, 0.6)
-    for side in (-1.0, 1.0):
-        kidney = organ(z_kidney, jitter(0.33), side * jitter(0.36), grow(0.16), grow(0.14), grow(0.12))
-        paint(kidney * cavity, HU["kidneys"], LABELS["kidneys"])
-
-    noise_sd = rng.uniform(10.0, 20.0)
-    image += rng.normal(0.0, noise_sd, size=shape).astype(np.float32)
-    np.clip(np.rint(image), -1024, 3071, out=image)
-    return image.astype(np.int16), label, spacing
+    case = phantom_case(seed, shape, spacing, variety)
+    image, label = render(case)
+    return image, label, case.spacing
 
 
 def to_sitk(
@@ -192,14 +116,17 @@ def write_labelled_dataset(
     num_test: int = 0,
     seed: int = 0,
     shape: Sequence[int] = (64, 64, 64),
-    spacing: Sequence[float] = (1.5, 1.5, 1.5),
+    spacing: Optional[Sequence[float]] = None,
     force: bool = False,
+    variety: Variety = "wide",
+    test_variety: Optional[Variety] = None,
 ) -> Path:
     """Write a complete labelled nnU-Net raw dataset of phantoms.
 
     Training cases go to ``imagesTr``/``labelsTr``, held-out cases to ``imagesTs``/``labelsTs``
     (case ``phantom_XXX``, numbered on from the training cases). Case ``i`` uses a seed derived
-    from ``(seed, i)``, so two datasets with different ``seed`` share no phantom.
+    from ``(seed, i)``, so two datasets with different ``seed`` share no phantom. ``subfore_phantoms.json``
+    records each case's drawn settings.
 
     Args:
         raw_root: the ``nnUNet_raw`` folder (created if missing).
@@ -209,44 +136,43 @@ def write_labelled_dataset(
         num_test: number of held-out cases.
         seed: base seed.
         shape: ``(z, y, x)`` size of each phantom.
-        spacing: ``(z, y, x)`` voxel size in mm.
+        spacing: ``(z, y, x)`` voxel size in mm; None: drawn per case from its variety.
         force: replace an existing ``DatasetXXX_name``; without it that is refused. A dataset with this
             ID and another name is refused even with ``force`` (see :mod:`nnunet_subfore.data.staging`).
+        variety: what the training cases are drawn from (:data:`VARIETIES` name or :class:`PhantomVariety`).
+        test_variety: what the held-out cases are drawn from; None: ``variety``. A benchmark of label
+            efficiency draws training cases from ``"narrow"`` and held-out cases from ``"wide"``.
 
     Returns:
         The dataset folder ``raw_root/DatasetXXX_name``.
 
     Raises:
         UserError: the dataset exists and ``force`` is False, or the ID is used by another dataset name.
-        ValueError: bad counts, shape or spacing.
+        ValueError: bad counts, shape, spacing or variety.
     """
     if int(num_training) < 1:
         raise ValueError(f"num_training must be at least 1, got {num_training}.")
     if int(num_test) < 0:
         raise ValueError(f"num_test must be 0 or more, got {num_test}.")
     shape = _check_shape(shape)
-    spacing = _check_spacing(spacing)
+    spacing = None if spacing is None else _check_spacing(spacing)
+    train_variety = resolve_variety(variety)
+    held_out_variety = train_variety if test_variety is None else resolve_variety(test_variety)
     with DatasetStaging(Path(raw_root), dataset_id, name, force=force) as staging:
         folder = staging.path
+        cases = {}
         for i in range(int(num_training) + int(num_test)):
             split = "Tr" if i < num_training else "Ts"
-            image, label, _ = make_phantom(_case_seed(seed, i), shape, spacing)
-            case = f"phantom_{i:03d}"
-            for sub, array, ending in ((f"images{split}", image, "_0000.nii.gz"), (f"labels{split}", label, ".nii.gz")):
-                (folder / sub).mkdir(exist_ok=True)
-                sitk.WriteImage(to_sitk(array, spacing), str(folder / sub / f"{case}{ending}"), True)
-        dataset_json = {
-            "channel_names": {"0": "CT"},
-            "labels": dict(LABELS),
-            "numTraining": int(num_training),
-            "file_ending": ".nii.gz",
-            "name": name,
-            "description": (
-                f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen "
-                f"and kidney labels; imagesTs/labelsTs hold {int(num_test)} held-out cases."
-            ),
-        }
-        (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+            case = draw_case(_case_seed(seed, i), shape, train_variety if split == "Tr" else held_out_variety, spacing)
+            image, label = render(case)
+            cases[f"phantom_{i:03d}"] = case.summary()
+            _write_case(folder, split, f"phantom_{i:03d}", image, label, case.spacing)
+        description = (f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen and kidney "
+                       f"labels; imagesTs/labelsTs hold {int(num_test)} held-out cases. Settings: {PHANTOMS_FILE}.")
+        _write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": dict(LABELS),
+                                              "numTraining": int(num_training), "file_ending": ".nii.gz",
+                                              "name": name, "description": description})
+        _write_record(folder, seed, {"training": train_variety, "test": held_out_variety}, cases)
         return staging.commit()
 
 
@@ -255,9 +181,10 @@ def write_unlabeled_images(
     num_images: int,
     seed: int = 0,
     shape: Sequence[int] = (64, 64, 64),
-    spacing: Sequence[float] = (1.5, 1.5, 1.5),
+    spacing: Optional[Sequence[float]] = None,
     file_format: str = "nii.gz",
     force: bool = False,
+    variety: Variety = "wide",
 ) -> List[Path]:
     """Write phantom images (no labels) as a user's unlabeled CT collection would look.
 
@@ -269,9 +196,10 @@ def write_unlabeled_images(
         num_images: number of images (>= 1).
         seed: base seed; image ``i`` uses a seed derived from ``(seed, i)``.
         shape: ``(z, y, x)`` size of each image.
-        spacing: ``(z, y, x)`` voxel size in mm.
+        spacing: ``(z, y, x)`` voxel size in mm; None: drawn per image from the variety.
         file_format: ``"nii.gz"`` or ``"mha"``.
         force: overwrite files of the same names; without it existing files are refused.
+        variety: what the images are drawn from (:data:`VARIETIES` name or :class:`PhantomVariety`).
 
     Returns:
         The written paths, in order.
@@ -281,7 +209,8 @@ def write_unlabeled_images(
     if int(num_images) < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}.")
     shape = _check_shape(shape)
-    spacing = _check_spacing(spacing)
+    spacing = None if spacing is None else _check_spacing(spacing)
+    variety = resolve_variety(variety)
     folder = Path(folder)
     paths = [folder / f"ct_{i:03d}.{file_format}" for i in range(int(num_images))]
     existing = [p for p in paths if p.exists()]
@@ -292,39 +221,109 @@ def write_unlabeled_images(
         )
     folder.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(paths):
-        case_seed = _case_seed(seed, i)
-        image, _, _ = make_phantom(case_seed, shape, spacing)
-        offset = np.random.default_rng(case_seed).uniform(-50.0, 50.0, size=3)
-        extent = np.asarray(shape[::-1], dtype=float) * np.asarray(spacing[::-1])
-        origin = tuple(-extent / 2.0 + offset)
-        sitk.WriteImage(to_sitk(image, spacing, origin=origin), str(path), True)
+        case = draw_case(_case_seed(seed, i), shape, variety, spacing)
+        image, _ = render(case)
+        sitk.WriteImage(to_sitk(image, case.spacing, origin=_scanner_origin(case)), str(path), True)
     return paths
 
 
-def _case_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+def write_phantom_dataset(
+    dataset_id: int,
+    name: str,
+    num_cases: int,
+    seed: int = 0,
+    unlabeled: bool = False,
+    raw_root: Optional[Union[str, Path]] = None,
+    num_test: int = 0,
+    variety: Variety = "wide",
+    test_variety: Optional[Variety] = None,
+    shape: Sequence[int] = (64, 64, 64),
+    force: bool = False,
+) -> Path:
+    """A synthetic nnU-Net raw dataset (``nnunet-subfore phantoms``): organ labels, or body labels for pretraining.
+
+    Args:
+        dataset_id: 1..999.
+        name: dataset name (letters, digits, '-').
+        num_cases: training cases (>= 1).
+        seed: base seed; the same arguments give the same dataset. Labelled and unlabeled datasets of one
+            seed share no case.
+        unlabeled: write a pretraining set: each image with its body mask as label 1, exactly as
+            ``register-unlabeled`` writes it (same body mask, same ``dataset.json``); otherwise organ labels.
+        raw_root: the nnU-Net raw folder; ``$nnUNet_raw`` if None.
+        num_test: held-out cases (``imagesTs``/``labelsTs``, labelled datasets only).
+        variety, test_variety: see :func:`write_labelled_dataset`.
+        shape: ``(z, y, x)`` size of each phantom.
+        force: replace an existing ``DatasetXXX_name`` (refused without it).
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        UserError: no raw root, the dataset exists and ``force`` is False, the ID is used by another name.
+        ValueError: bad counts, shape or variety.
+    """
+    root = nnunet_folder("raw", raw_root)
+    if not unlabeled:
+        return write_labelled_dataset(root, dataset_id, name, num_cases, num_test=num_test, seed=seed, shape=shape,
+                                      force=force, variety=variety, test_variety=test_variety)
+    if int(num_test) != 0 or test_variety is not None:
+        raise ValueError("an unlabeled (pretraining) dataset has no held-out cases: leave num_test and "
+                         "test_variety unset.")
+    if int(num_cases) < 1:
+        raise ValueError(f"num_cases must be at least 1, got {num_cases}.")
+    shape = _check_shape(shape)
+    variety = resolve_variety(variety)
+    with DatasetStaging(root, dataset_id, name, force=force) as staging:
+        cases = {}
+        for i in range(int(num_cases)):
+            case = draw_case(_case_seed(seed, i, _UNLABELED_STREAM), shape, variety)
+            image = to_sitk(render(case)[0], case.spacing, origin=_scanner_origin(case))
+            cases[f"phantom_{i:03d}"] = case.summary()
+            _write_case(staging.path, "Tr", f"phantom_{i:03d}", image, body_label(image, DEFAULT_THRESHOLD))
+        write_body_dataset_json(staging.path, name, int(num_cases), DEFAULT_THRESHOLD, sources=PHANTOMS_FILE,
+                                kind="Synthetic CT phantoms written")
+        _write_record(staging.path, seed, {"training": variety}, cases)
+        return staging.commit()
 
 
-def _soft(signed_distance: np.ndarray) -> np.ndarray:
-    """Membership in (0, 1) from an (approximate) signed distance in voxels, positive inside."""
-    t = np.clip(signed_distance / np.float32(_EDGE_VOXELS), -30.0, 30.0)
-    return (1.0 / (1.0 + np.exp(-t))).astype(np.float32)
+def _write_case(folder: Path, split: str, case: str, image, label, spacing: Optional[Spacing] = None) -> None:
+    """Write one case's image (``_0000``) and label; arrays need ``spacing``, SimpleITK images carry theirs."""
+    for sub, data, ending in ((f"images{split}", image, "_0000.nii.gz"), (f"labels{split}", label, ".nii.gz")):
+        (folder / sub).mkdir(exist_ok=True)
+        if isinstance(data, np.ndarray):
+            data = to_sitk(data, spacing)
+        sitk.WriteImage(data, str(folder / sub / f"{case}{ending}"), True)
 
 
-def _ellipsoid(z, y, x, centre, semi_axes) -> np.ndarray:
-    (zc, yc, xc), (az, ay, ax) = centre, semi_axes
-    r = np.sqrt(((z - zc) / az) ** 2 + ((y - yc) / ay) ** 2 + ((x - xc) / ax) ** 2)
-    return _soft((1.0 - r) * min(az, ay, ax))
+def _write_record(folder: Path, seed: int, varieties: Dict[str, PhantomVariety], cases: Dict[str, dict]) -> None:
+    """``subfore_phantoms.json``: the seed, the varieties (by name, or all their ranges) and each case's settings."""
+    record = {"generator": "nnunet_subfore.data.phantoms", "seed": int(seed),
+              "varieties": {split: _variety_record(v) for split, v in varieties.items()}, "cases": cases}
+    _write_json(folder / PHANTOMS_FILE, record)
 
 
-def _capsule(z, y, x, p0, p1, radius: float) -> np.ndarray:
-    """Soft membership of the set of points within ``radius`` voxels of the segment ``p0``-``p1``."""
-    p0 = np.asarray(p0, dtype=np.float32)
-    v = np.asarray(p1, dtype=np.float32) - p0
-    dz, dy, dx = z - p0[0], y - p0[1], x - p0[2]
-    t = np.clip((dz * v[0] + dy * v[1] + dx * v[2]) / float(v @ v), 0.0, 1.0)
-    d = np.sqrt((dz - t * v[0]) ** 2 + (dy - t * v[1]) ** 2 + (dx - t * v[2]) ** 2)
-    return _soft(radius - d)
+def _variety_record(variety: PhantomVariety) -> Union[str, dict]:
+    for name, named in VARIETIES.items():
+        if named == variety:
+            return name
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(variety).items()}
+
+
+def _write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def _scanner_origin(case: PhantomCase) -> Tuple[float, float, float]:
+    """A seed-dependent origin (SimpleITK ``(x, y, z)``): the volume's centre a few cm off the scanner's isocentre."""
+    offset = np.random.default_rng(case.seed).uniform(-50.0, 50.0, size=3)
+    extent = np.asarray(case.shape[::-1], dtype=float) * np.asarray(case.spacing[::-1])
+    return tuple(float(o) for o in -extent / 2.0 + offset)
+
+
+def _case_seed(seed: int, index: int, stream: int = 0) -> int:
+    entropy = [int(seed), int(index)] + ([int(stream)] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _check_shape(shape: Sequence[int]) -> Shape:

@@ -140,7 +140,7 @@ def register_unlabeled(
     with staging:
         records = _register_volumes(volumes, cases, staging.path, report, body_threshold, folder_name, progress)
         if report.registered:
-            _write_dataset_json(staging.path, name, len(report.registered), body_threshold)
+            write_body_dataset_json(staging.path, name, len(report.registered), body_threshold)
             _write_registration_file(staging.path, folder_name, body_threshold, records, report.skipped)
             staging.commit()
     _print_summary(report, dataset_id, body_threshold, found_any=True)
@@ -217,12 +217,10 @@ def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float)
     reason = _not_ct_reason(hu)
     if reason is not None:
         return reason
-    mask = body_mask(hu, threshold)
-    if not mask.any():
+    del hu
+    label = body_label(image, threshold)
+    if label is None:
         return f"empty body mask: no voxel above {threshold:g} HU"
-    label = sitk.GetImageFromArray(mask.astype(np.uint8))
-    label.CopyInformation(image)
-    del hu, mask
     image_file = folder / "imagesTr" / f"{case}_0000.nii.gz"
     label_file = folder / "labelsTr" / f"{case}.nii.gz"
     try:
@@ -233,6 +231,24 @@ def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float)
         label_file.unlink(missing_ok=True)
         return f"could not be written as NIfTI: {sitk_message(e)}"
     return None
+
+
+def body_label(image: sitk.Image, threshold: float = DEFAULT_THRESHOLD) -> Optional[sitk.Image]:
+    """The label image registered with a CT volume: its body mask (:func:`body_mask`) as uint8 label 1, same geometry.
+
+    Args:
+        image: a 3D CT volume in HU.
+        threshold: HU above which a voxel may be body.
+
+    Returns:
+        The label image, or None when no voxel lies above ``threshold`` (such a volume is not registered).
+    """
+    mask = body_mask(sitk.GetArrayViewFromImage(image), threshold)
+    if not mask.any():
+        return None
+    label = sitk.GetImageFromArray(mask.astype(np.uint8))
+    label.CopyInformation(image)
+    return label
 
 
 def _small_volume_note(image_file: Path) -> Optional[str]:
@@ -383,7 +399,18 @@ def _case_names(volumes: Sequence[_Volume]) -> List[str]:
     return names
 
 
-def _write_dataset_json(folder: Path, name: str, num_training: int, threshold: float) -> None:
+def write_body_dataset_json(folder: Path, name: str, num_training: int, threshold: float,
+                            sources: str = REGISTRATION_FILE, kind: str = "Unlabeled CT registered") -> None:
+    """Write the ``dataset.json`` of a body-labelled pretraining dataset (labels background/body).
+
+    Args:
+        folder: the dataset folder.
+        name: the dataset name.
+        num_training: number of cases.
+        threshold: the body threshold (HU) the labels were made with.
+        sources: the file in the dataset folder that lists where the cases came from.
+        kind: how the description starts (what the images are).
+    """
     dataset_json = {
         "channel_names": {"0": "CT"},
         "labels": {"background": 0, "body": 1},
@@ -391,10 +418,10 @@ def _write_dataset_json(folder: Path, name: str, num_training: int, threshold: f
         "file_ending": ".nii.gz",
         "name": name,
         "description": (
-            "Unlabeled CT registered by nnunet-subfore for masked-image-modeling pretraining. labelsTr "
+            f"{kind} by nnunet-subfore for masked-image-modeling pretraining. labelsTr "
             f"holds body masks, not anatomy: label 1 = body (above {threshold:g} HU, largest connected "
             "component, holes filled slice by slice so lungs and airways count). They make nnU-Net's CT "
-            "intensity statistics span the whole body, air included. Sources: subfore_registration.json."
+            f"intensity statistics span the whole body, air included. Sources: {sources}."
         ),
     }
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")

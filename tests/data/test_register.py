@@ -92,7 +92,7 @@ def test_registers_ct_and_reports_bad_files(tmp_path, sources, capsys):
         body = sitk.GetArrayFromImage(label)
         assert label.GetPixelID() == sitk.sitkUInt8
         assert set(np.unique(body)) == {0, 1}
-        assert hu[body == 0].mean() < -900  # outside: air
+        assert np.median(hu[body == 0]) < -900  # outside: mostly air (the table and the arms lie outside too)
         assert np.percentile(hu[body == 1], 0.5) < -500  # lungs count as body
 
     registration = json.loads((folder / REGISTRATION_FILE).read_text())
