@@ -160,13 +160,7 @@ def write_labelled_dataset(
     held_out_variety = train_variety if test_variety is None else resolve_variety(test_variety)
     with DatasetStaging(Path(raw_root), dataset_id, name, force=force) as staging:
         folder = staging.path
-        cases = {}
-        for i in range(int(num_training) + int(num_test)):
-            split = "Tr" if i < num_training else "Ts"
-            case = draw_case(_case_seed(seed, i), shape, train_variety if split == "Tr" else held_out_variety, spacing)
-            image, label = render(case)
-            cases[f"phantom_{i:03d}"] = case.summary()
-            _write_case(folder, split, f"phantom_{i:03d}", image, label, case.spacing)
+        cases = _write_labelled_cases(folder, int(num_training), int(num_test), seed, shape, spacing, train_variety, held_out_variety)  # noqa: E501
         description = (f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen and kidney "
                        f"labels; imagesTs/labelsTs hold {int(num_test)} held-out cases. Settings: {PHANTOMS_FILE}.")
         _write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": dict(LABELS),
@@ -174,6 +168,20 @@ def write_labelled_dataset(
                                               "name": name, "description": description})
         _write_record(folder, seed, {"training": train_variety, "test": held_out_variety}, cases)
         return staging.commit()
+
+
+def _write_labelled_cases(folder: Path, num_training: int, num_test: int, seed: int, shape: Shape,
+                          spacing: Optional[Spacing], train_variety: PhantomVariety,
+                          held_out_variety: PhantomVariety) -> Dict[str, dict]:
+    """Draw, render and write the training (``Tr``) then held-out (``Ts``) cases; their drawn settings by case."""
+    cases = {}
+    for i in range(num_training + num_test):
+        split = "Tr" if i < num_training else "Ts"
+        case = draw_case(_case_seed(seed, i), shape, train_variety if split == "Tr" else held_out_variety, spacing)
+        image, label = render(case)
+        cases[f"phantom_{i:03d}"] = case.summary()
+        _write_case(folder, split, f"phantom_{i:03d}", image, label, case.spacing)
+    return cases
 
 
 def write_unlabeled_images(
