@@ -288,6 +288,23 @@ def _cube_grid(n_tokens: int, what: str) -> Tuple[int, int, int]:
     return (side, side, side)
 
 
+def check_adaptation_request(output: Path, force: bool, num_input_channels: int, encoder_only: bool,
+                             seed: Optional[int]) -> Optional[int]:
+    """Refuse an ``adapt-checkpoint`` request before any work; returns the seed of the fresh decoder (None: full
+    transfer, which takes every tensor from the checkpoint; 0 when ``--encoder-only`` is given without one)."""
+    output = Path(output)
+    if output.is_dir():
+        raise UserError(f"{output} is a folder: give the adapted checkpoint's file name, e.g. {output / 'adapted.pth'}.")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to overwrite it.")
+    if num_input_channels < 1:
+        raise UserError(f"--num-input-channels must be >= 1, got {num_input_channels}.")
+    if seed is not None and not encoder_only:
+        raise UserError(f"--seed {seed} only sets the fresh decoder of --encoder-only; a full transfer takes "
+                        f"every tensor from the checkpoint. Add --encoder-only or drop --seed.")
+    return (0 if seed is None else seed) if encoder_only else None
+
+
 def adapt_checkpoint(
     source: Path,
     checkpoint: dict,

@@ -25,6 +25,11 @@ def _cmd_trainer_path(args) -> int:
     return 0
 
 
+def _add_trainer_path(sub) -> None:
+    p = sub.add_parser("trainer-path", help="print the folder to export as nnUNet_extTrainer")
+    p.set_defaults(func=_cmd_trainer_path)
+
+
 def _cmd_register_unlabeled(args) -> int:
     from nnunet_subfore.data.register import register_unlabeled
 
@@ -37,6 +42,21 @@ def _cmd_register_unlabeled(args) -> int:
         body_threshold=args.body_threshold,
     )
     return report.exit_code()
+
+
+def _add_register_unlabeled(sub) -> None:
+    p = sub.add_parser(
+        "register-unlabeled",
+        help="register unlabeled CT (NIfTI, MHA/MHD, NRRD, DICOM folders) as an nnU-Net raw dataset with body labels",
+    )
+    p.add_argument("sources", nargs="+", help="files or folders (searched recursively)")
+    p.add_argument("-d", dest="dataset_id", type=int, required=True, help="dataset ID, e.g. 601")
+    p.add_argument("-n", dest="name", required=True, help="dataset name, e.g. CTPretrain")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--body-threshold", type=float, default=BODY_THRESHOLD_HU,
+                   help=f"HU above which a voxel may be body (default {BODY_THRESHOLD_HU:g})")
+    p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID and another name is refused)")
+    p.set_defaults(func=_cmd_register_unlabeled)
 
 
 def _cmd_phantoms(args) -> int:
@@ -57,277 +77,7 @@ def _cmd_phantoms(args) -> int:
     return 0
 
 
-def _cmd_convert(args) -> int:
-    from nnunet_subfore.data.converters import convert_dataset
-
-    report = convert_dataset(
-        name=args.dataset,
-        source=Path(args.source),
-        dataset_id=args.dataset_id,
-        raw_root=Path(args.raw_root) if args.raw_root else None,
-        force=args.force,
-        paper_split=args.paper_split,
-    )
-    return report.exit_code()
-
-
-def _cmd_plans(args) -> int:
-    from nnunet_subfore.plans import (
-        PAPER_PATCH_SIZE,
-        TINY_CNN_PATCH_SIZE,
-        checked_masking,
-        masking_settings,
-        write_subfore_plans,
-    )
-
-    masking = masking_settings(
-        threshold=args.threshold, threshold_hu=args.threshold_hu,
-        threshold_from=Path(args.threshold_from) if args.threshold_from else None,
-        window=tuple(args.window) if args.window else None, subvolume_size=args.subvolume_size, ratio=args.ratio,
-        selection=args.selection, fill=args.fill, criterion=args.criterion,
-    )
-    out = write_subfore_plans(
-        args.dataset,
-        patch_size=tuple(args.patch) if args.patch else (TINY_CNN_PATCH_SIZE if args.tiny_cnn else PAPER_PATCH_SIZE),
-        batch_size=args.batch_size if args.batch_size or not args.tiny_cnn else 2,
-        hu_window=tuple(args.hu_window) if args.hu_window else None,
-        source_plans=args.source_plans,
-        target_plans=args.plans_name,
-        configuration=args.configuration,
-        force=args.force,
-        tiny_cnn=args.tiny_cnn,
-        masking=masking or None,
-    )
-    print(f"Wrote {out}")
-    if masking:
-        print(f"Masking settings (subfore_masking): {masking}; with the paper's for the rest: "
-              f"{checked_masking(masking).describe()}. Each setting gets its own results folder through its "
-              f"--plans-name (now {args.plans_name!r}).")
-    name = out.parent.name
-    if args.hu_window:
-        print(f"Preprocess it:  nnUNetv2_preprocess -d {name} -plans_name {args.plans_name} -c {args.configuration}")
-    print(f"Train with it:  nnUNetv2_train {name} {args.configuration} FOLD -tr TRAINER -p {args.plans_name}")
-    return 0
-
-
-def _cmd_adapt_checkpoint(args) -> int:
-    from nnunet_subfore.checkpoints import adapt_checkpoint, load_checkpoint
-    from nnunet_subfore.registry import build_trainer_network, suggested_trainers
-
-    output = Path(args.output)
-    if output.is_dir():
-        raise UserError(f"{output} is a folder: give the adapted checkpoint's file name, e.g. {output / 'adapted.pth'}.")
-    if output.exists() and not args.force:
-        raise UserError(f"{output} exists; pass --force to overwrite it.")
-    if args.num_input_channels < 1:
-        raise UserError(f"--num-input-channels must be >= 1, got {args.num_input_channels}.")
-    if args.seed is not None and not args.encoder_only:
-        raise UserError(f"--seed {args.seed} only sets the fresh decoder of --encoder-only; a full transfer takes "
-                        f"every tensor from the checkpoint. Add --encoder-only or drop --seed.")
-    checkpoint = load_checkpoint(Path(args.source))
-    seed = (0 if args.seed is None else args.seed) if args.encoder_only else None
-    target = build_trainer_network(args.trainer, Path(args.plans), args.configuration, args.num_input_channels,
-                                   seed=seed)
-    report = adapt_checkpoint(
-        source=Path(args.source),
-        checkpoint=checkpoint,
-        target=target,
-        trainer_name=args.trainer,
-        output=output,
-        trainers_for_backbone=suggested_trainers(args.trainer),
-        force=args.force,
-        encoder_only=args.encoder_only,
-    )
-    print(report.describe())
-    return 0
-
-
-def _cmd_summarize(args) -> int:
-    from nnunet_subfore.reporting.summarize import summarize
-
-    result = summarize(
-        dataset=args.dataset,
-        trainers=args.trainers,
-        plans=args.plans,
-        configuration=args.configuration,
-        folds=tuple(args.folds),
-        output_dir=Path(args.output) if args.output else None,
-    )
-    print(result.markdown)
-    for path in result.files:
-        print(f"wrote {path}")
-    return 1 if result.missing else 0
-
-
-def _cmd_show_masking(args) -> int:
-    from nnunet_subfore.reporting.masking_figure import draw_masking
-
-    out = draw_masking(
-        image=Path(args.image),
-        output=Path(args.output),
-        patch_size=args.patch,
-        subvolume_size=args.subvolume_size,
-        window=tuple(args.window),
-        threshold=args.threshold,
-        ratio=args.ratio,
-        seed=args.seed,
-        force=args.force,
-        criterion=args.criterion,
-    )
-    print(f"wrote {out}")
-    return 0
-
-
-def _cmd_show_reconstruction(args) -> int:
-    from nnunet_subfore.registry import find_trainer_class
-    from nnunet_subfore.reporting.reconstruction_figure import show_reconstruction
-
-    result, out = show_reconstruction(
-        checkpoint=Path(args.checkpoint),
-        images=[Path(p) for p in args.images],
-        output=Path(args.output),
-        find_trainer=find_trainer_class,
-        center=args.center,
-        seed=args.seed,
-        device=args.device,
-        force=args.force,
-    )
-    print(result.describe())
-    print(f"wrote {out}")
-    return 0
-
-
-def _cmd_check_overlap(args) -> int:
-    from nnunet_subfore.data.fingerprints import check_overlap
-    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
-
-    if len(args.datasets) != 2:
-        raise UserError(f"Give two datasets: -d PRETRAIN_ID -d DOWNSTREAM_ID (got {len(args.datasets)}).")
-    raw = nnunet_folder("raw", args.raw_root)
-    pretrain, downstream = (raw / find_dataset_name(d, raw) for d in args.datasets)
-    report = check_overlap(pretrain, downstream, [Path(p) for p in args.images or []],
-                           progress=lambda case: print(f"  fingerprinting {case}", file=sys.stderr, flush=True)
-                           if args.verbose else None)
-    print(report.describe())
-    return 1 if report.shared else 0
-
-
-def _cmd_threshold_analysis(args) -> int:
-    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
-    from nnunet_subfore.reporting.outputs import refuse_existing
-    from nnunet_subfore.reporting.threshold_analysis import (
-        markdown,
-        output_paths,
-        threshold_analysis,
-        write_threshold_analysis,
-    )
-
-    raw = nnunet_folder("raw", args.raw_root)
-    name = find_dataset_name(args.dataset, raw)
-    output = Path(args.output) if args.output else nnunet_folder("results") / name / "subfore_threshold_analysis"
-    refuse_existing(output_paths(output).values(), args.force)  # before the long part
-    analysis = threshold_analysis(raw / name, window=tuple(args.window), subvolume_size=args.subvolume_size,
-                                  max_cases=args.max_cases,
-                                  progress=lambda case: print(f"  reading {case}", file=sys.stderr, flush=True))
-    print(markdown(analysis))
-    for path in write_threshold_analysis(analysis, output, force=args.force):
-        print(f"wrote {path}")
-    return 0
-
-
-def _cmd_masking_report(args) -> int:
-    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
-    from nnunet_subfore.plans_reading import read_plans
-    from nnunet_subfore.registry import find_trainer_class
-    from nnunet_subfore.reporting.masking_report import markdown, masking_report, output_paths, write_masking_report
-    from nnunet_subfore.reporting.outputs import refuse_existing
-
-    trainer = find_trainer_class(args.trainer)
-    if getattr(trainer, "masking", None) is None:
-        raise UserError(f"{args.trainer} is not a pretraining trainer (it has no masking recipe).")
-    preprocessed = nnunet_folder("preprocessed", args.preprocessed_root)
-    name = find_dataset_name(args.dataset, preprocessed)
-    plans = read_plans(preprocessed / name / f"{args.plans}.json")
-    from nnunet_subfore.plans_reading import planned_patch
-
-    planned = planned_patch(plans, args.configuration, source=f"The plans {args.plans!r}")
-    try:
-        recipe, _ = trainer.recipe_for_plans(plans)
-    except SystemExit as e:
-        raise UserError(str(e).strip()) from None
-    from nnunet_subfore.paths import trainer_output_folder
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-    patch, _ = trainer.fitted_patch_size(planned, PlansManager(plans).get_configuration(args.configuration),
-                                         masking=recipe)
-    output = (Path(args.output) if args.output else trainer_output_folder(
-        nnunet_folder("results") / name, "subfore_masking_report", args.trainer, args.plans, args.configuration))
-    refuse_existing(output_paths(output).values(), args.force)
-    if args.patches_per_case < 1:
-        raise UserError(f"--patches-per-case must be >= 1, got {args.patches_per_case}.")
-    report = masking_report(preprocessed / name, plans, args.configuration, patch, recipe,
-                            patches_per_case=args.patches_per_case, seed=args.seed, max_cases=args.max_cases)
-    print(markdown(report))
-    for path in write_masking_report(report, output, force=args.force):
-        print(f"wrote {path}")
-    return 0
-
-
-def _cmd_demo(args) -> int:
-    from nnunet_subfore.demo import run_demo
-
-    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick, folds=args.folds,
-                    backbone=args.backbone)
-
-
-def _cmd_label_efficiency(args) -> int:
-    from nnunet_subfore.label_efficiency import label_efficiency
-
-    result = label_efficiency(
-        dataset=args.dataset, output=Path(args.output), plans=args.plans, configuration=args.configuration,
-        trainer=args.trainer, arms=args.arm or (), arm_trainers=args.arm_trainer or (),
-        scratch_trainer=args.scratch_trainer, label_counts=args.labels, seeds=args.seeds, heldout=args.heldout,
-        heldout_cases=args.heldout_cases, device=args.device, quick=args.quick,
-        preprocessed_root=Path(args.preprocessed_root) if args.preprocessed_root else None,
-    )
-    print(result.markdown)
-    for path in result.files:
-        print(f"wrote {path}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nnunet-subfore",
-        description="HU-based foreground MIM pretraining and UNETR/SwinUNETR fine-tuning for nnU-Net v2.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("trainer-path", help="print the folder to export as nnUNet_extTrainer")
-    p.set_defaults(func=_cmd_trainer_path)
-
-    p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic CT (CPU, a few minutes)")
-    p.add_argument("--workdir", default="subfore_demo", help="folder for nnUNet_raw/preprocessed/results (default: ./subfore_demo)")
-    p.add_argument("--force", action="store_true", help="reuse a non-empty work folder, replacing earlier demo output")
-    p.add_argument("--quick", action="store_true", help="one fold, fewer cases (what the test suite runs)")
-    p.add_argument("--folds", nargs="+", type=int, help="downstream folds to fine-tune (default 0 1; all five: 0 1 2 3 4)")
-    p.add_argument("--backbone", choices=["cnn", "swinunetr"], default="cnn",
-                   help="cnn: a tiny version of the U-Net nnU-Net plans (default); swinunetr: the paper's transformer")
-    p.set_defaults(func=_cmd_demo)
-
-    p = sub.add_parser(
-        "register-unlabeled",
-        help="register unlabeled CT (NIfTI, MHA/MHD, NRRD, DICOM folders) as an nnU-Net raw dataset with body labels",
-    )
-    p.add_argument("sources", nargs="+", help="files or folders (searched recursively)")
-    p.add_argument("-d", dest="dataset_id", type=int, required=True, help="dataset ID, e.g. 601")
-    p.add_argument("-n", dest="name", required=True, help="dataset name, e.g. CTPretrain")
-    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
-    p.add_argument("--body-threshold", type=float, default=BODY_THRESHOLD_HU,
-                   help=f"HU above which a voxel may be body (default {BODY_THRESHOLD_HU:g})")
-    p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID and another name is refused)")
-    p.set_defaults(func=_cmd_register_unlabeled)
-
+def _add_phantoms(sub) -> None:
     p = sub.add_parser("phantoms", help="write a synthetic CT dataset (phantoms with organ labels, or body labels for "
                        "pretraining with --unlabeled) into nnU-Net's raw folder")
     p.add_argument("-d", dest="dataset_id", type=int, required=True, help="dataset ID, e.g. 501")
@@ -348,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "and another name is refused)")
     p.set_defaults(func=_cmd_phantoms)
 
+
+def _cmd_convert(args) -> int:
+    from nnunet_subfore.data.converters import convert_dataset
+
+    report = convert_dataset(
+        name=args.dataset,
+        source=Path(args.source),
+        dataset_id=args.dataset_id,
+        raw_root=Path(args.raw_root) if args.raw_root else None,
+        force=args.force,
+        paper_split=args.paper_split,
+    )
+    return report.exit_code()
+
+
+def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="convert a public dataset (btcv, flare22, mmwhs, amos22, brats, luna16, covid19)")
     p.add_argument("dataset", choices=["btcv", "flare22", "mmwhs", "amos22", "brats", "luna16", "covid19"])
     p.add_argument("source", help="the folder as the download unpacks it")
@@ -357,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-split", action="store_true", help="also write the paper's train/validation split")
     p.set_defaults(func=_cmd_convert)
 
+
+def _cmd_plans(args) -> int:
+    from nnunet_subfore.plans import masking_settings, next_steps, write_subfore_plans
+
+    masking = masking_settings(
+        threshold=args.threshold, threshold_hu=args.threshold_hu, threshold_from=args.threshold_from and Path(args.threshold_from),
+        window=args.window and tuple(args.window), subvolume_size=args.subvolume_size, ratio=args.ratio,
+        selection=args.selection, fill=args.fill, criterion=args.criterion)
+    out = write_subfore_plans(
+        args.dataset, patch_size=args.patch and tuple(args.patch), batch_size=args.batch_size,
+        hu_window=args.hu_window and tuple(args.hu_window), source_plans=args.source_plans, target_plans=args.plans_name,
+        configuration=args.configuration, force=args.force, tiny_cnn=args.tiny_cnn, masking=masking or None)
+    print("\n".join(next_steps(out, args.plans_name, args.configuration, masking, bool(args.hu_window))))
+    return 0
+
+
+def _add_plans(sub) -> None:
     p = sub.add_parser("plans", help="write the SubForePlans preset derived from a dataset's nnUNetPlans")
     p.add_argument("-d", dest="dataset", required=True, help="dataset ID or name")
     p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="3d_fullres patch (default: the paper's 96 96 96)")
@@ -384,6 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing preset")
     p.set_defaults(func=_cmd_plans)
 
+
+def _cmd_adapt_checkpoint(args) -> int:
+    from nnunet_subfore.checkpoints import adapt_checkpoint, check_adaptation_request, load_checkpoint
+    from nnunet_subfore.registry import build_trainer_network, suggested_trainers
+
+    output, source = Path(args.output), Path(args.source)
+    seed = check_adaptation_request(output, args.force, args.num_input_channels, args.encoder_only, args.seed)
+    checkpoint = load_checkpoint(source)
+    target = build_trainer_network(args.trainer, Path(args.plans), args.configuration, args.num_input_channels, seed=seed)
+    report = adapt_checkpoint(source=source, checkpoint=checkpoint, target=target, trainer_name=args.trainer,
+                              output=output, trainers_for_backbone=suggested_trainers(args.trainer), force=args.force,
+                              encoder_only=args.encoder_only)
+    print(report.describe())
+    return 0
+
+
+def _add_adapt_checkpoint(sub) -> None:
     p = sub.add_parser("adapt-checkpoint", help="make a pretraining checkpoint loadable by -pretrained_weights")
     p.add_argument("source", help="checkpoint_final.pth of a SubFore pretraining run")
     p.add_argument("--plans", required=True, help="plans JSON of the fine-tuning dataset")
@@ -397,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     p.set_defaults(func=_cmd_adapt_checkpoint)
 
+
+def _cmd_summarize(args) -> int:
+    from nnunet_subfore.reporting.summarize import summarize
+
+    result = summarize(
+        dataset=args.dataset,
+        trainers=args.trainers,
+        plans=args.plans,
+        configuration=args.configuration,
+        folds=tuple(args.folds),
+        output_dir=Path(args.output) if args.output else None,
+    )
+    print(result.markdown)
+    for path in result.files:
+        print(f"wrote {path}")
+    return 1 if result.missing else 0
+
+
+def _add_summarize(sub) -> None:
     p = sub.add_parser("summarize", help="per-class Dice table (mean/std over folds) and bar chart across trainers")
     p.add_argument("-d", dest="dataset", required=True)
     p.add_argument("-tr", dest="trainers", nargs="+", required=True)
@@ -407,6 +226,199 @@ def build_parser() -> argparse.ArgumentParser:
                    "its dice__PLANS__CONFIGURATION.{md,csv,png} are rewritten on every run")
     p.set_defaults(func=_cmd_summarize)
 
+
+def _cmd_show_masking(args) -> int:
+    from nnunet_subfore.reporting.masking_figure import draw_masking
+
+    out = draw_masking(
+        image=Path(args.image),
+        output=Path(args.output),
+        patch_size=args.patch,
+        subvolume_size=args.subvolume_size,
+        window=tuple(args.window),
+        threshold=args.threshold,
+        ratio=args.ratio,
+        seed=args.seed,
+        force=args.force,
+        criterion=args.criterion,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_show_masking(sub) -> None:
+    p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
+    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU (or MRI with --criterion nonzero)")
+    p.add_argument("-o", dest="output", required=True, help="output PNG")
+    p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="crop this patch around the centre")
+    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
+    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
+    p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
+    p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--criterion", choices=["fixed", "otsu", "nonzero"], default=PAPER_MASKING.criterion,
+                   help="fixed: the paper's lambda; otsu: per patch, Otsu over its block means, never below lambda; "
+                   "nonzero (MRI): share of the subvolume inside the nonzero region >= --threshold")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=_cmd_show_masking)
+
+
+def _cmd_show_reconstruction(args) -> int:
+    from nnunet_subfore.registry import find_trainer_class
+    from nnunet_subfore.reporting.reconstruction_figure import show_reconstruction
+
+    result, out = show_reconstruction(
+        checkpoint=Path(args.checkpoint),
+        images=[Path(p) for p in args.images],
+        output=Path(args.output),
+        find_trainer=find_trainer_class,
+        center=args.center,
+        seed=args.seed,
+        device=args.device,
+        force=args.force,
+    )
+    print(result.describe())
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_show_reconstruction(sub) -> None:
+    p = sub.add_parser("show-reconstruction", help="what a pretraining checkpoint reconstructs: image, masked input, "
+                       "reconstruction and error on orthogonal slices of one patch (PNG)")
+    p.add_argument("checkpoint", help="checkpoint_*.pth of a SubFore pretraining run, in its nnU-Net result folder "
+                   "(plans.json and dataset.json one level up)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="raw image (CT in HU, .nii.gz/.mha/...), one per channel of the run's dataset.json; "
+                   "preprocessed as nnUNetv2_predict does")
+    p.add_argument("-o", dest="output", required=True, help="output PNG")
+    p.add_argument("--center", nargs=3, type=int, metavar=("Z", "Y", "X"),
+                   help="centre the patch on this voxel of the image (numpy order z y x; default: the centre)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mask and the fill (default 0)")
+    p.add_argument("--device", default="cpu", help="where the network runs: cpu (default), cuda, cuda:1, mps")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=_cmd_show_reconstruction)
+
+
+def _cmd_check_overlap(args) -> int:
+    from nnunet_subfore.data.fingerprints import check_overlap
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+
+    if len(args.datasets) != 2:
+        raise UserError(f"Give two datasets: -d PRETRAIN_ID -d DOWNSTREAM_ID (got {len(args.datasets)}).")
+    raw = nnunet_folder("raw", args.raw_root)
+    pretrain, downstream = (raw / find_dataset_name(d, raw) for d in args.datasets)
+    report = check_overlap(pretrain, downstream, [Path(p) for p in args.images or []],
+                           progress=lambda case: print(f"  fingerprinting {case}", file=sys.stderr, flush=True)
+                           if args.verbose else None)
+    print(report.describe())
+    return 1 if report.shared else 0
+
+
+def _add_check_overlap(sub) -> None:
+    p = sub.add_parser("check-overlap", help="find cases of a downstream dataset that were pretraining cases "
+                       "(same voxels under another name or format); exit 1 when any is found")
+    p.add_argument("-d", dest="datasets", action="append", required=True,
+                   help="twice: -d PRETRAIN_ID -d DOWNSTREAM_ID (IDs or DatasetXXX_NAME in $nnUNet_raw)")
+    p.add_argument("--images", action="append", metavar="DIR",
+                   help="also check the images in DIR (e.g. the downstream imagesTs); repeatable")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("-v", dest="verbose", action="store_true", help="name each case while it is read")
+    p.set_defaults(func=_cmd_check_overlap)
+
+
+def _cmd_threshold_analysis(args) -> int:
+    from nnunet_subfore.reporting.threshold_analysis import analyse_dataset, markdown, write_threshold_analysis
+
+    analysis, output = analyse_dataset(
+        args.dataset, args.raw_root, Path(args.output) if args.output else None, args.force, tuple(args.window),
+        args.subvolume_size, args.max_cases, progress=lambda case: print(f"  reading {case}", file=sys.stderr, flush=True))
+    print(markdown(analysis))
+    for path in write_threshold_analysis(analysis, output, force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_threshold_analysis(sub) -> None:
+    p = sub.add_parser("threshold-analysis", help="the paper's Fig. 3b on a labelled CT dataset: windowed-intensity "
+                       "histograms of background and labels, the lambda that best separates them (PNG, md, csv, json)")
+    p.add_argument("-d", dest="dataset", required=True, help="labelled CT dataset (ID or DatasetXXX_NAME in $nnUNet_raw)")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_threshold_analysis)")
+    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
+    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
+    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread (the paper used 40)")
+    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
+    p.set_defaults(func=_cmd_threshold_analysis)
+
+
+def _cmd_masking_report(args) -> int:
+    from nnunet_subfore.registry import find_trainer_class
+    from nnunet_subfore.reporting.masking_report import markdown, report_for_trainer, write_masking_report
+
+    report, output = report_for_trainer(
+        find_trainer_class(args.trainer), args.dataset, args.plans, args.configuration,
+        Path(args.output) if args.output else None, args.force, args.patches_per_case, args.seed, args.max_cases,
+        args.preprocessed_root)
+    print(markdown(report))
+    for path in write_masking_report(report, output, force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_masking_report(sub) -> None:
+    p = sub.add_parser("masking-report", help="foreground share of the pretraining patches as the trainer sees them, "
+                       "and the expected masked share (PNG, md, csv, json)")
+    p.add_argument("-d", dest="dataset", required=True, help="pretraining dataset (ID or DatasetXXX_NAME)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans the trainer runs with (default nnUNetPlans)")
+    p.add_argument("-c", dest="configuration", default="3d_fullres")
+    p.add_argument("-tr", dest="trainer", default="SubForePretrainTrainer",
+                   help="pretraining trainer whose patch size and masking to use (default SubForePretrainTrainer)")
+    p.add_argument("--patches-per-case", type=int, default=8,
+                   help="patches sampled per case by nnU-Net's loader, a third foreground-forced (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread")
+    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_masking_report/"
+                   "TRAINER__PLANS__CONFIGURATION)")
+    p.add_argument("--preprocessed-root", help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
+    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
+    p.set_defaults(func=_cmd_masking_report)
+
+
+def _cmd_demo(args) -> int:
+    from nnunet_subfore.demo import run_demo
+
+    return run_demo(workdir=Path(args.workdir), force=args.force, quick=args.quick, folds=args.folds,
+                    backbone=args.backbone)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic CT (CPU, a few minutes)")
+    p.add_argument("--workdir", default="subfore_demo", help="folder for nnUNet_raw/preprocessed/results (default: ./subfore_demo)")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty work folder, replacing earlier demo output")
+    p.add_argument("--quick", action="store_true", help="one fold, fewer cases (what the test suite runs)")
+    p.add_argument("--folds", nargs="+", type=int, help="downstream folds to fine-tune (default 0 1; all five: 0 1 2 3 4)")
+    p.add_argument("--backbone", choices=["cnn", "swinunetr"], default="cnn",
+                   help="cnn: a tiny version of the U-Net nnU-Net plans (default); swinunetr: the paper's transformer")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_label_efficiency(args) -> int:
+    from nnunet_subfore.label_efficiency import label_efficiency
+
+    result = label_efficiency(
+        dataset=args.dataset, output=Path(args.output), plans=args.plans, configuration=args.configuration,
+        trainer=args.trainer, arms=args.arm or (), arm_trainers=args.arm_trainer or (),
+        scratch_trainer=args.scratch_trainer, label_counts=args.labels, seeds=args.seeds, heldout=args.heldout,
+        heldout_cases=args.heldout_cases, device=args.device, quick=args.quick,
+        preprocessed_root=Path(args.preprocessed_root) if args.preprocessed_root else None,
+    )
+    print(result.markdown)
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_label_efficiency(sub) -> None:
     p = sub.add_parser("label-efficiency", help="fine-tune pretrained checkpoints and scratch on 1, 2, 4, ... labelled "
                        "cases (nested subsets, several seeds), evaluate one held-out set: table and plot; resumable")
     p.add_argument("-d", dest="dataset", required=True,
@@ -434,73 +446,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessed-root", help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
     p.set_defaults(func=_cmd_label_efficiency)
 
-    p = sub.add_parser("check-overlap", help="find cases of a downstream dataset that were pretraining cases "
-                       "(same voxels under another name or format); exit 1 when any is found")
-    p.add_argument("-d", dest="datasets", action="append", required=True,
-                   help="twice: -d PRETRAIN_ID -d DOWNSTREAM_ID (IDs or DatasetXXX_NAME in $nnUNet_raw)")
-    p.add_argument("--images", action="append", metavar="DIR",
-                   help="also check the images in DIR (e.g. the downstream imagesTs); repeatable")
-    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
-    p.add_argument("-v", dest="verbose", action="store_true", help="name each case while it is read")
-    p.set_defaults(func=_cmd_check_overlap)
 
-    p = sub.add_parser("threshold-analysis", help="the paper's Fig. 3b on a labelled CT dataset: windowed-intensity "
-                       "histograms of background and labels, the lambda that best separates them (PNG, md, csv, json)")
-    p.add_argument("-d", dest="dataset", required=True, help="labelled CT dataset (ID or DatasetXXX_NAME in $nnUNet_raw)")
-    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_threshold_analysis)")
-    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
-    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
-    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread (the paper used 40)")
-    p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
-    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
-    p.set_defaults(func=_cmd_threshold_analysis)
+#: The commands in the order ``--help`` lists them: each adds its parser (which names its handler).
+COMMANDS = (_add_trainer_path, _add_demo, _add_register_unlabeled, _add_phantoms, _add_convert, _add_plans,
+            _add_adapt_checkpoint, _add_summarize, _add_label_efficiency, _add_check_overlap, _add_threshold_analysis,
+            _add_masking_report, _add_show_masking, _add_show_reconstruction)
 
-    p = sub.add_parser("masking-report", help="foreground share of the pretraining patches as the trainer sees them, "
-                       "and the expected masked share (PNG, md, csv, json)")
-    p.add_argument("-d", dest="dataset", required=True, help="pretraining dataset (ID or DatasetXXX_NAME)")
-    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans the trainer runs with (default nnUNetPlans)")
-    p.add_argument("-c", dest="configuration", default="3d_fullres")
-    p.add_argument("-tr", dest="trainer", default="SubForePretrainTrainer",
-                   help="pretraining trainer whose patch size and masking to use (default SubForePretrainTrainer)")
-    p.add_argument("--patches-per-case", type=int, default=8,
-                   help="patches sampled per case by nnU-Net's loader, a third foreground-forced (default 8)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-cases", type=int, help="read at most N cases, evenly spread")
-    p.add_argument("-o", dest="output", help="output folder (default: $nnUNet_results/DatasetXXX/subfore_masking_report/"
-                   "TRAINER__PLANS__CONFIGURATION)")
-    p.add_argument("--preprocessed-root", help="nnU-Net preprocessed folder (default: $nnUNet_preprocessed)")
-    p.add_argument("--force", action="store_true", help="overwrite earlier outputs")
-    p.set_defaults(func=_cmd_masking_report)
 
-    p = sub.add_parser("show-masking", help="draw the HU foreground masking of an image (PNG)")
-    p.add_argument("image", help="CT image (NIfTI, MHA, ...) in HU (or MRI with --criterion nonzero)")
-    p.add_argument("-o", dest="output", required=True, help="output PNG")
-    p.add_argument("--patch", nargs=3, type=int, metavar=("D", "H", "W"), help="crop this patch around the centre")
-    p.add_argument("--subvolume-size", type=int, default=PAPER_MASKING.subvolume_size)
-    p.add_argument("--window", nargs=2, type=float, default=list(PAPER_MASKING.window), metavar=("LO", "HI"))
-    p.add_argument("--threshold", type=float, default=PAPER_MASKING.threshold)
-    p.add_argument("--ratio", type=float, default=PAPER_MASKING.ratio)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--criterion", choices=["fixed", "otsu", "nonzero"], default=PAPER_MASKING.criterion,
-                   help="fixed: the paper's lambda; otsu: per patch, Otsu over its block means, never below lambda; "
-                   "nonzero (MRI): share of the subvolume inside the nonzero region >= --threshold")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.set_defaults(func=_cmd_show_masking)
-
-    p = sub.add_parser("show-reconstruction", help="what a pretraining checkpoint reconstructs: image, masked input, "
-                       "reconstruction and error on orthogonal slices of one patch (PNG)")
-    p.add_argument("checkpoint", help="checkpoint_*.pth of a SubFore pretraining run, in its nnU-Net result folder "
-                   "(plans.json and dataset.json one level up)")
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="raw image (CT in HU, .nii.gz/.mha/...), one per channel of the run's dataset.json; "
-                   "preprocessed as nnUNetv2_predict does")
-    p.add_argument("-o", dest="output", required=True, help="output PNG")
-    p.add_argument("--center", nargs=3, type=int, metavar=("Z", "Y", "X"),
-                   help="centre the patch on this voxel of the image (numpy order z y x; default: the centre)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the mask and the fill (default 0)")
-    p.add_argument("--device", default="cpu", help="where the network runs: cpu (default), cuda, cuda:1, mps")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.set_defaults(func=_cmd_show_reconstruction)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-subfore",
+        description="HU-based foreground MIM pretraining and UNETR/SwinUNETR fine-tuning for nnU-Net v2.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

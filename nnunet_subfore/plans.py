@@ -25,7 +25,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.intensity import CT_SCHEME
@@ -244,7 +244,7 @@ def masking_settings(
 
 def write_subfore_plans(
     dataset: Union[int, str],
-    patch_size: Sequence[int] = PAPER_PATCH_SIZE,
+    patch_size: Optional[Sequence[int]] = None,
     batch_size: Optional[int] = None,
     hu_window: Optional[Tuple[float, float]] = None,
     source_plans: str = "nnUNetPlans",
@@ -256,7 +256,12 @@ def write_subfore_plans(
     masking: Optional[Mapping[str, Any]] = None,
 ) -> Path:
     """Write ``$nnUNet_preprocessed/<Dataset>/<target_plans>.json`` (see :func:`derive_plans`; with
-    ``tiny_cnn``, :func:`derive_tiny_cnn_plans`, patch and batch size as given)."""
+    ``tiny_cnn``, :func:`derive_tiny_cnn_plans`). ``patch_size`` None: the paper's 96^3, or 32^3 for the tiny
+    CNN; ``batch_size`` None: the source's, or 2 for the tiny CNN."""
+    if patch_size is None:
+        patch_size = TINY_CNN_PATCH_SIZE if tiny_cnn else PAPER_PATCH_SIZE
+    if batch_size is None and tiny_cnn:
+        batch_size = 2
     root = nnunet_folder("preprocessed", preprocessed_root)
     name = find_dataset_name(dataset, root)
     source = root / name / f"{source_plans}.json"
@@ -287,3 +292,19 @@ def write_subfore_plans(
         new = derive_plans(read_plans(source), patch_size, batch_size, hu_window, configuration, target_plans, masking)
     target.write_text(json.dumps(new, indent=4))
     return target
+
+
+def next_steps(plans_file: Path, plans_name: str, configuration: str, masking: Optional[Mapping[str, Any]] = None,
+               needs_preprocessing: bool = False) -> List[str]:
+    """What the ``plans`` command prints after writing ``plans_file``: the masking settings and the next commands."""
+    lines = [f"Wrote {plans_file}"]
+    if masking:
+        lines.append(f"Masking settings (subfore_masking): {dict(masking)}; with the paper's for the rest: "
+                     f"{checked_masking(masking).describe()}. Each setting gets its own results folder through its "
+                     f"--plans-name (now {plans_name!r}).")
+    name = Path(plans_file).parent.name
+    if needs_preprocessing:
+        lines.append(f"Preprocess it:  nnUNetv2_preprocess -d {name} -plans_name {plans_name} -c {configuration}")
+    lines.append(f"Train with it:  nnUNetv2_train {name} {configuration} FOLD -tr TRAINER -p {plans_name}")
+    return lines
+

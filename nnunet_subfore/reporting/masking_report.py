@@ -325,3 +325,46 @@ def write_masking_report(report: MaskingReport, output_dir: Path, force: bool = 
 
     return write_report(output_paths(output_dir), force, lambda path: draw(report, path), lambda: markdown(report),
                         lambda: csv_text(report), record, json_indent=1)
+
+
+def report_for_trainer(trainer, dataset: str, plans_name: str = "nnUNetPlans", configuration: str = "3d_fullres",
+                       output: Optional[Path] = None, force: bool = False, patches_per_case: int = 8, seed: int = 0,
+                       max_cases: Optional[int] = None, preprocessed_root: Optional[Path] = None
+                       ) -> Tuple[MaskingReport, Path]:
+    """``masking-report``: the report of ``trainer``'s patches and masking on a preprocessed dataset, and where it goes.
+
+    Args:
+        trainer: the pretraining trainer class (its masking recipe under the plans, its fitted patch).
+        dataset: ID or ``DatasetXXX_NAME`` in the preprocessed folder.
+        output: the report's folder (default: ``subfore_masking_report`` in the results folder); existing
+            report files are refused without ``force``, before anything is read.
+        patches_per_case, seed, max_cases: see :func:`masking_report`.
+
+    Raises:
+        UserError: not a pretraining trainer, missing plans or configuration, invalid masking settings.
+    """
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder, trainer_output_folder
+    from nnunet_subfore.plans_reading import planned_patch, read_plans
+    from nnunet_subfore.reporting.outputs import refuse_existing
+
+    if getattr(trainer, "masking", None) is None:
+        raise UserError(f"{trainer.__name__} is not a pretraining trainer (it has no masking recipe).")
+    if patches_per_case < 1:
+        raise UserError(f"--patches-per-case must be >= 1, got {patches_per_case}.")
+    preprocessed = nnunet_folder("preprocessed", preprocessed_root)
+    name = find_dataset_name(dataset, preprocessed)
+    plans = read_plans(preprocessed / name / f"{plans_name}.json")
+    planned = planned_patch(plans, configuration, source=f"The plans {plans_name!r}")
+    try:
+        recipe, _ = trainer.recipe_for_plans(plans)
+    except SystemExit as e:
+        raise UserError(str(e).strip()) from None
+    patch, _ = trainer.fitted_patch_size(planned, PlansManager(plans).get_configuration(configuration), masking=recipe)
+    output = Path(output) if output else trainer_output_folder(
+        nnunet_folder("results") / name, "subfore_masking_report", trainer.__name__, plans_name, configuration)
+    refuse_existing(output_paths(output).values(), force)
+    report = masking_report(preprocessed / name, plans, configuration, patch, recipe,
+                            patches_per_case=patches_per_case, seed=seed, max_cases=max_cases)
+    return report, output

@@ -390,3 +390,26 @@ def read_lambda(path: Path) -> Tuple[float, Tuple[float, float]]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path} is not a threshold_analysis.json or masking_report.json with a lambda ({e}).") from e
     return lam, window
+
+
+def analyse_dataset(dataset: str, raw_root: Optional[Path] = None, output: Optional[Path] = None, force: bool = False,
+                    window: Tuple[float, float] = PAPER_MASKING.window, subvolume_size: int = PAPER_MASKING.subvolume_size,
+                    max_cases: Optional[int] = None, progress=None) -> Tuple["ThresholdAnalysis", Path]:
+    """``threshold-analysis``: the analysis of a labelled raw dataset and the folder its report goes to.
+
+    Args:
+        dataset: ID or ``DatasetXXX_NAME`` in the raw folder (``raw_root``, default ``$nnUNet_raw``).
+        output: the report's folder (default ``subfore_threshold_analysis`` in the results folder); existing
+            report files are refused without ``force``, before the long part.
+        window, subvolume_size, max_cases, progress: see :func:`threshold_analysis`.
+    """
+    from nnunet_subfore.paths import find_dataset_name, nnunet_folder
+    from nnunet_subfore.reporting.outputs import refuse_existing
+
+    raw = nnunet_folder("raw", raw_root)
+    name = find_dataset_name(dataset, raw)
+    output = Path(output) if output else nnunet_folder("results") / name / "subfore_threshold_analysis"
+    refuse_existing(output_paths(output).values(), force)
+    analysis = threshold_analysis(raw / name, window=tuple(window), subvolume_size=subvolume_size,
+                                  max_cases=max_cases, progress=progress)
+    return analysis, output
