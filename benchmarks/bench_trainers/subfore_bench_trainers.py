@@ -14,9 +14,14 @@ class serves every benchmark setting and seeds are reproducible:
     SUBFORE_BENCH_EPOCHS      epochs (nnU-Net's num_epochs)
     SUBFORE_BENCH_ITERS       training iterations per epoch
     SUBFORE_BENCH_VAL_ITERS   validation iterations per epoch
-    SUBFORE_BENCH_SUBVOLUME   masking subvolume side (pretraining trainers only)
     SUBFORE_BENCH_THREADS     torch intra-op threads (nnUNetv2_train -device cpu sets os.cpu_count(),
                               which oversubscribes the cores when several runs share them)
+
+The masking settings (subvolume size, ratio, ...) come from the plans' ``subfore_masking`` entry
+(``nnunet-subfore plans --subvolume-size 8 ...``), which the pretraining trainers read. (An earlier
+``SUBFORE_BENCH_SUBVOLUME`` variable never took effect: the trainer rebuilt its recipe from the plans
+after it was set, so the runs of ``pretrain_vs_scratch.py`` masked 16^3 subvolumes, not the 8^3 its
+docs said.)
 
 They are read at training time only; inference (``nnUNetv2_predict``) rebuilds the network from the
 class's architecture and the saved plans, which these variables do not touch.
@@ -34,7 +39,6 @@ from nnunet_subfore.trainers.subfore_variants import (
     SubForeCNNTrainer_demo_scratch,
     SubForeRandomMaskCNNPretrainTrainer_demo,
 )
-from nnunet_subfore.trainers.subfore_mim import SubForeMIMTrainer
 from nnunet_subfore.trainers.subfore_variants import (
     SubForePretrainTrainer_demo,
     SubForeRandomMaskPretrainTrainer_demo,
@@ -65,10 +69,6 @@ class _BenchSettings:
             value = _env_int(var)
             if value is not None:
                 setattr(self, attr, value)
-        if isinstance(self, SubForeMIMTrainer):
-            value = _env_int("SUBFORE_BENCH_SUBVOLUME")
-            if value is not None:
-                self.masking = self.masking.with_changes(subvolume_size=value)
         super().__init__(plans, configuration, fold, dataset_json, device)
 
 
