@@ -4,7 +4,7 @@ The ``SubForeBench_CNN_*`` classes are the CNN arm: the package's CNN demo train
 preset (``nnunet-subfore plans --tiny-cnn``), same variables. All three CNN fine-tuning arms use the stock nnUNetTrainer's recipe
 (SGD lr 1e-2, poly, deep supervision), so they differ only in the initial weights.
 
-``benchmarks/pretrain_vs_scratch.py`` and ``benchmarks/loader.py`` append this folder to
+``benchmarks/pretraining_payoff.py`` and ``benchmarks/loader.py`` append this folder to
 ``nnUNet_extTrainer`` (os.pathsep-separated) next to ``nnunet-subfore trainer-path``. The classes are
 the package's demo-scale trainers (tiny SwinUNETR, 32^3 patches, no test-time mirroring) with the
 run length, the masking subvolume size and a seed taken from environment variables, so that one
@@ -20,7 +20,7 @@ class serves every benchmark setting and seeds are reproducible:
 The masking settings (subvolume size, ratio, ...) come from the plans' ``subfore_masking`` entry
 (``nnunet-subfore plans --subvolume-size 8 ...``), which the pretraining trainers read. (An earlier
 ``SUBFORE_BENCH_SUBVOLUME`` variable never took effect: the trainer rebuilt its recipe from the plans
-after it was set, so the runs of ``pretrain_vs_scratch.py`` masked 16^3 subvolumes, not the 8^3 its
+after it was set, so the runs of the removed ``pretrain_vs_scratch.py`` masked 16^3 subvolumes, not the 8^3 its
 docs said.)
 
 They are read at training time only; inference (``nnUNetv2_predict``) rebuilds the network from the
