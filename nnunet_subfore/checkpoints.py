@@ -27,8 +27,11 @@ from nnunet_subfore.networks import (
     token_grid,
 )
 from nnunet_subfore.data.fingerprints import CHECKPOINT_KEY as FINGERPRINTS_KEY
+from nnunet_subfore.adaptation_plan import CITATIONS_KEY
 from nnunet_subfore.transfer import (
     TRANSFER_RECORD_KEY,
+    alias_groups,
+    complete_aliases,
     count_groups,
     encoder_key_prefixes,
     encoder_only_weights,
@@ -339,7 +342,11 @@ def adapt_checkpoint(
     prefixes = encoder_key_prefixes(target.backbone, target.network) if encoder_only else None
     wanted = network_state if prefixes is None else {k: v for k, v in network_state.items() if is_encoder_key(k, prefixes)}
     cnn = target.backbone == CNN_BACKBONE
-    adapted, report = adapt_state_dict(checkpoint["network_weights"], wanted, target.backbone,
+    try:  # nnssl's checkpoints and ours hold a tensor under each of its names; complete and check them
+        weights, filled = complete_aliases(checkpoint["network_weights"], alias_groups(target.network))
+    except ValueError as e:
+        raise UserError(f"{source} cannot be adapted: {e}") from None
+    adapted, report = adapt_state_dict(weights, wanted, target.backbone,
                                        None if cnn else target.token_grid,
                                        None if cnn else source_token_grid(checkpoint), target.stem_keys)
     num_input_channels = int(network_state[target.stem_keys[0]].shape[1])
@@ -356,11 +363,15 @@ def adapt_checkpoint(
         "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels},
         TRANSFER_RECORD_KEY: transfer_record(source, report, target.seed, prefixes),
     }
-    if FINGERPRINTS_KEY in checkpoint:  # the leakage guard of the fine-tuning trainers reads them from here
-        out[FINGERPRINTS_KEY] = checkpoint[FINGERPRINTS_KEY]
+    for key in (FINGERPRINTS_KEY, CITATIONS_KEY):  # the fine-tuning trainers' leakage guard; nnssl's papers to cite
+        if key in checkpoint:
+            out[key] = checkpoint[key]
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, output)
     notes = [CNN_PATCH_NOTE] if cnn else []
+    if filled:
+        notes.append(f"aliases: {len(filled)} tensors the checkpoint holds under another name of the same tensor "
+                     f"(e.g. {filled[0]}) taken from there")
     if prefixes is not None:
         notes.append(_encoder_only_note(prefixes, trainer_name, target.seed))
     return AdaptationReport(output=output, transfer=report, notes=notes)

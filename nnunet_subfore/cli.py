@@ -134,8 +134,10 @@ def _cmd_plans(args) -> int:
     out = write_subfore_plans(
         args.dataset, patch_size=args.patch and tuple(args.patch), batch_size=args.batch_size,
         hu_window=args.hu_window and tuple(args.hu_window), source_plans=args.source_plans, target_plans=args.plans_name,
-        configuration=args.configuration, force=args.force, tiny_cnn=args.tiny_cnn, masking=masking or None)
-    print("\n".join(next_steps(out, args.plans_name, args.configuration, masking, bool(args.hu_window))))
+        configuration=args.configuration, force=args.force, tiny_cnn=args.tiny_cnn, masking=masking or None,
+        from_checkpoint=args.from_checkpoint and Path(args.from_checkpoint))
+    print("\n".join(next_steps(out, args.plans_name, args.configuration, masking,
+                               bool(args.hu_window or args.from_checkpoint))))
     return 0
 
 
@@ -148,6 +150,10 @@ def _add_plans(sub) -> None:
     p.add_argument("--tiny-cnn", action="store_true",
                    help="a tiny version of the source plans' CNN (3 stages, 16-64 features, patch 32^3, batch 2) for "
                         "CPU demos and tests; same data identifier, no new preprocessing")
+    p.add_argument("--from-checkpoint", metavar="CKPT",
+                   help="take network, spacing and patch from a checkpoint's nnssl_adaptation_plan (an nnssl "
+                        "checkpoint such as ResEnc-L, or a CNN pretraining checkpoint of this package); the "
+                        "dataset's normalization stays; needs nnUNetv2_preprocess afterwards")
     p.add_argument("--threshold", type=float, help=f"masking: lambda on the windowed intensity (paper {PAPER_MASKING.threshold:g})")
     p.add_argument("--threshold-hu", type=float, help="masking: lambda as the HU of a uniform block (with --window or "
                    f"the paper's; the paper's lambda is {PAPER_MASKING.threshold_hu:g} HU)")

@@ -254,14 +254,13 @@ def write_subfore_plans(
     preprocessed_root: Optional[Path] = None,
     tiny_cnn: bool = False,
     masking: Optional[Mapping[str, Any]] = None,
+    from_checkpoint: Optional[Path] = None,
 ) -> Path:
     """Write ``$nnUNet_preprocessed/<Dataset>/<target_plans>.json`` (see :func:`derive_plans`; with
-    ``tiny_cnn``, :func:`derive_tiny_cnn_plans`). ``patch_size`` None: the paper's 96^3, or 32^3 for the tiny
-    CNN; ``batch_size`` None: the source's, or 2 for the tiny CNN."""
-    if patch_size is None:
-        patch_size = TINY_CNN_PATCH_SIZE if tiny_cnn else PAPER_PATCH_SIZE
-    if batch_size is None and tiny_cnn:
-        batch_size = 2
+    ``tiny_cnn``, :func:`derive_tiny_cnn_plans`; with ``from_checkpoint``, the checkpoint's network, pretraining
+    spacing and recommended patch: :func:`nnunet_subfore.pretrained_plans.plans_from_checkpoint`).
+    ``patch_size`` None: the paper's 96^3, 32^3 for the tiny CNN, the checkpoint's recommendation with
+    ``from_checkpoint``; ``batch_size`` None: the source's, or 2 for the tiny CNN and ``from_checkpoint``."""
     root = nnunet_folder("preprocessed", preprocessed_root)
     name = find_dataset_name(dataset, root)
     source = root / name / f"{source_plans}.json"
@@ -279,19 +278,51 @@ def write_subfore_plans(
         raise UserError(f"The preset may not replace its source {source}: choose another --plans-name.")
     if target.exists() and not force:
         raise UserError(f"{target} exists; pass --force to replace it.")
-    if tiny_cnn:
-        if hu_window is not None:
-            raise UserError("--tiny-cnn keeps the source's normalization; derive the --hu-window preset first and "
-                            "pass it as --source-plans.")
-        new = derive_tiny_cnn_plans(read_plans(source), patch_size=patch_size, batch_size=batch_size,
-                                    configuration=configuration, target_plans=target_plans)
-        if masking:
-            new[PLANS_MASKING_KEY] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in masking.items()}
-            checked_masking(masking)
+    if from_checkpoint is not None:
+        new = _plans_from_checkpoint(read_plans(source), Path(from_checkpoint), patch_size, batch_size, hu_window,
+                                     configuration, target_plans, tiny_cnn, masking)
+    elif tiny_cnn:
+        new = _tiny_cnn_preset(read_plans(source), patch_size, batch_size, hu_window, configuration, target_plans, masking)
     else:
-        new = derive_plans(read_plans(source), patch_size, batch_size, hu_window, configuration, target_plans, masking)
+        new = derive_plans(read_plans(source), PAPER_PATCH_SIZE if patch_size is None else patch_size, batch_size,
+                           hu_window, configuration, target_plans, masking)
     target.write_text(json.dumps(new, indent=4))
     return target
+
+
+def _tiny_cnn_preset(plans: dict, patch_size, batch_size, hu_window, configuration: str, target_plans: str,
+                     masking: Optional[Mapping[str, Any]]) -> dict:
+    if hu_window is not None:
+        raise UserError("--tiny-cnn keeps the source's normalization; derive the --hu-window preset first and "
+                        "pass it as --source-plans.")
+    new = derive_tiny_cnn_plans(plans, patch_size=TINY_CNN_PATCH_SIZE if patch_size is None else patch_size,
+                                batch_size=2 if batch_size is None else batch_size, configuration=configuration,
+                                target_plans=target_plans)
+    return _with_masking(new, masking)
+
+
+def _plans_from_checkpoint(plans: dict, checkpoint: Path, patch_size, batch_size, hu_window, configuration: str,
+                           target_plans: str, tiny_cnn: bool, masking: Optional[Mapping[str, Any]]) -> dict:
+    from nnunet_subfore.pretrained_plans import plans_from_checkpoint
+
+    if tiny_cnn or hu_window is not None:
+        raise UserError(f"--from-checkpoint takes the network from the checkpoint and keeps the dataset's "
+                        f"normalization; leave out {'--tiny-cnn' if tiny_cnn else '--hu-window'} (or derive the "
+                        f"--hu-window preset first and pass it as --source-plans).")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}.")
+    new = plans_from_checkpoint(plans, checkpoint, configuration, target_plans, patch_size)
+    if batch_size is not None:
+        new["configurations"][configuration]["batch_size"] = int(batch_size)
+    return _with_masking(new, masking)
+
+
+def _with_masking(plans: dict, masking: Optional[Mapping[str, Any]]) -> dict:
+    """``plans`` with the ``subfore_masking`` entry (checked) when masking settings are given."""
+    if masking:
+        checked_masking(masking)
+        plans[PLANS_MASKING_KEY] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in masking.items()}
+    return plans
 
 
 def next_steps(plans_file: Path, plans_name: str, configuration: str, masking: Optional[Mapping[str, Any]] = None,

@@ -115,3 +115,50 @@ def encoder_only_weights(
             weights[key] = value.detach().clone()
             fresh.append(key)
     return weights, encoder, fresh
+
+
+def alias_groups(network: nn.Module) -> List[Tuple[str, ...]]:
+    """The state-dict keys that name one tensor, in groups of two or more.
+
+    dynamic-network-architectures registers some modules under two paths: the decoder keeps the encoder
+    (``decoder.encoder.*`` = ``encoder.*``) and a convolution block keeps its convolution twice
+    (``...convs.0.conv.*`` = ``...convs.0.all_modules.0.*``); nnssl's checkpoints hold every alias.
+    """
+    by_tensor: Dict[int, List[str]] = {}
+    for key, value in network.state_dict(keep_vars=True).items():
+        by_tensor.setdefault(id(value), []).append(key)
+    return [tuple(keys) for keys in by_tensor.values() if len(keys) > 1]
+
+
+def complete_aliases(
+    state: Mapping[str, torch.Tensor], groups: Iterable[Tuple[str, ...]]
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """``state`` with every alias of a group present that it holds under one of the group's names.
+
+    Args:
+        state: a checkpoint's state dict (not modified).
+        groups: :func:`alias_groups` of the network it is meant for.
+
+    Returns:
+        (the completed state dict, the keys filled in).
+
+    Raises:
+        ValueError: names of one tensor hold different values in ``state`` (the checkpoint is inconsistent:
+            which one would a loader take?).
+    """
+    completed = dict(state)
+    filled: List[str] = []
+    for group in groups:
+        present = [k for k in group if k in state]
+        if not present:
+            continue
+        first = state[present[0]]
+        for key in present[1:]:
+            if state[key].shape != first.shape or not torch.equal(state[key], first):
+                raise ValueError(f"{present[0]} and {key} name one tensor of the network but hold different values "
+                                 f"in the checkpoint.")
+        for key in group:
+            if key not in completed:
+                completed[key] = first
+                filled.append(key)
+    return completed, filled

@@ -17,6 +17,7 @@ Masking, loss, validation and checkpoints are :class:`SubForeMIMTrainer`'s and t
 total stride and, for MIM, the 16^3 subvolumes) and the optimizers.
 """
 
+from nnunet_subfore.adaptation_plan import ADAPTATION_PLAN_KEY, build_adaptation_plan, network_keys
 from nnunet_subfore.backbones import PLANS_CNN
 from nnunet_subfore.recipe import PAPER_MASKING
 from nnunet_subfore.trainers.subfore_mim import SubForeMIMTrainer
@@ -33,9 +34,18 @@ class SubForeCNNPretrainTrainer(SubForeMIMTrainer):
     pretraining of ResEnc-L at scale, so it is the setting with evidence behind it for this network.
     The masking stays the paper's (60 % of the foreground 16^3 blocks, noise fill, L1 on masked voxels):
     that is what this package is about.
+
+    Its checkpoints also carry an ``nnssl_adaptation_plan`` (:mod:`nnunet_subfore.adaptation_plan`): nnU-Net
+    master's ``nnUNetv2_preprocess_like_nnssl`` / ``nnUNetv2_train_pretrained`` and nnssl's tools read it.
     """
 
     backbone = PLANS_CNN
+
+    def checkpoint_extras(self) -> dict:
+        extras = dict(super().checkpoint_extras())
+        extras[ADAPTATION_PLAN_KEY] = build_adaptation_plan(
+            self.plans_manager.plans, self.configuration_name, self.num_input_channels, network_keys(self.plain_network))
+        return extras
 
 
 class SubForeRandomMaskCNNPretrainTrainer(SubForeCNNPretrainTrainer):

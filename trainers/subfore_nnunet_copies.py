@@ -14,6 +14,8 @@ from time import time
 import numpy as np
 import torch
 
+from nnunet_subfore.plain_values import plain_values
+
 #: nnU-Net methods re-implemented here: name -> (nnU-Net version followed, sha256 of that version's
 #: ``inspect.getsource`` of the original).
 COPIED_FROM_NNUNET = {
@@ -30,7 +32,10 @@ def save_checkpoint_atomically(trainer, filename: str) -> None:
     state back to the parameters' device when it loads); the checkpoint is written to a temporary
     file in the same folder, flushed and fsynced, then renamed over ``filename`` (``os.replace``):
     a kill at any moment leaves the previous file or the new one, never a part of one; a trainer's
-    ``checkpoint_extras()`` entries (plain data) are added.
+    ``checkpoint_extras()`` entries (plain data) are added; numpy scalars (nnU-Net's logger keeps its
+    losses as such) become Python numbers (:func:`~nnunet_subfore.plain_values.plain_values`), so the
+    checkpoint loads with ``torch.load(..., weights_only=True)`` as nnU-Net master and nnssl load it,
+    and ``--c`` restores the same logged values.
     """
     if trainer.local_rank != 0:
         return
@@ -51,7 +56,7 @@ def save_checkpoint_atomically(trainer, filename: str) -> None:
     extras = getattr(trainer, "checkpoint_extras", None)
     if extras is not None:  # entries a trainer adds (plain data, e.g. the pretraining cases' fingerprints)
         checkpoint.update(extras())
-    write_atomically(checkpoint, filename)
+    write_atomically(plain_values(checkpoint), filename)
 
 
 def write_atomically(obj, filename: str) -> None:
