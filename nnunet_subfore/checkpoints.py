@@ -342,10 +342,7 @@ def adapt_checkpoint(
     prefixes = encoder_key_prefixes(target.backbone, target.network) if encoder_only else None
     wanted = network_state if prefixes is None else {k: v for k, v in network_state.items() if is_encoder_key(k, prefixes)}
     cnn = target.backbone == CNN_BACKBONE
-    try:  # nnssl's checkpoints and ours hold a tensor under each of its names; complete and check them
-        weights, filled = complete_aliases(checkpoint["network_weights"], alias_groups(target.network))
-    except ValueError as e:
-        raise UserError(f"{source} cannot be adapted: {e}") from None
+    weights, filled = _completed_aliases(source, checkpoint["network_weights"], target.network)
     adapted, report = adapt_state_dict(weights, wanted, target.backbone,
                                        None if cnn else target.token_grid,
                                        None if cnn else source_token_grid(checkpoint), target.stem_keys)
@@ -363,18 +360,28 @@ def adapt_checkpoint(
         "adapted_for": {"trainer": trainer_name, "num_input_channels": num_input_channels},
         TRANSFER_RECORD_KEY: transfer_record(source, report, target.seed, prefixes),
     }
-    for key in (FINGERPRINTS_KEY, CITATIONS_KEY):  # the fine-tuning trainers' leakage guard; nnssl's papers to cite
-        if key in checkpoint:
-            out[key] = checkpoint[key]
+    # the fine-tuning trainers' leakage guard reads the fingerprints from here; nnssl's papers to cite go along
+    out.update({key: checkpoint[key] for key in (FINGERPRINTS_KEY, CITATIONS_KEY) if key in checkpoint})
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, output)
-    notes = [CNN_PATCH_NOTE] if cnn else []
-    if filled:
-        notes.append(f"aliases: {len(filled)} tensors the checkpoint holds under another name of the same tensor "
-                     f"(e.g. {filled[0]}) taken from there")
+    notes = ([CNN_PATCH_NOTE] if cnn else []) + ([_alias_note(filled)] if filled else [])
     if prefixes is not None:
         notes.append(_encoder_only_note(prefixes, trainer_name, target.seed))
     return AdaptationReport(output=output, transfer=report, notes=notes)
+
+
+def _completed_aliases(source: Path, weights: Dict[str, torch.Tensor], network) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """The checkpoint's weights with every name of a tensor present (nnssl's checkpoints and ours hold each
+    alias: ``decoder.encoder.*``, ``...all_modules.0.*``); a UserError when two names disagree."""
+    try:
+        return complete_aliases(weights, alias_groups(network))
+    except ValueError as e:
+        raise UserError(f"{source} cannot be adapted: {e}") from None
+
+
+def _alias_note(filled: Sequence[str]) -> str:
+    return (f"aliases: {len(filled)} tensors the checkpoint holds under another name of the same tensor "
+            f"(e.g. {filled[0]}) taken from there")
 
 
 def _encoder_only_note(prefixes: Sequence[str], trainer_name: str, seed: Optional[int]) -> str:
