@@ -179,7 +179,7 @@ def run_rank(t: SubForePretrainTrainer) -> dict:
 def worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
-                                         timeout=datetime.timedelta(seconds=60))
+                                         timeout=datetime.timedelta(seconds=30))
     try:
         results = []
         for run in ("first", "second"):  # a rerun with the same seed, in processes whose default generator moved on
