@@ -101,6 +101,10 @@ class StepHarness:
 
     train_step = SubForePretrainTrainer.train_step
     _masked_loss = SubForePretrainTrainer._masked_loss
+    _union_loss = SubForePretrainTrainer._union_loss
+    next_mask_generator = SubForePretrainTrainer.next_mask_generator
+    # one process: rank 0's mask stream, no loss scaling (what nnU-Net's __init__ sets without DDP)
+    mask_seed, is_ddp, local_rank, current_epoch, num_iterations_per_epoch = 0, False, 0, 0, 250
 
     def __init__(self, network, masker, device, lr):
         self.network = network

@@ -34,6 +34,23 @@ def masked_l1_loss(prediction: torch.Tensor, target: torch.Tensor, voxel_mask: t
     return masked_sum / count.clamp_min(1)
 
 
+def masked_voxel_count(prediction: torch.Tensor, subvolume_mask: torch.Tensor) -> torch.Tensor:
+    """The number of values :func:`subvolume_masked_l1_loss` averages over: masked voxels times channels.
+
+    Args:
+        prediction: (B, C, D, H, W) reconstruction (only its shape is read).
+        subvolume_mask: bool (B, nd, nh, nw), True on masked subvolumes, tiling ``prediction``.
+
+    Returns:
+        0-d int64 tensor on the mask's device (0 when nothing is masked; the loss divides by at least 1).
+        Under DDP the trainers weight each rank's loss by it (:mod:`nnunet_subfore.rank_masking`).
+    """
+    voxels = prediction.shape[1]
+    for side, n in zip(prediction.shape[2:], subvolume_mask.shape[1:]):
+        voxels *= side // n
+    return subvolume_mask.sum() * voxels
+
+
 class _SubvolumeMaskedL1(torch.autograd.Function):
     """Forward keeps one temporary (the difference, made absolute and masked in place); backward
     allocates only the gradient it returns; nothing batch-sized beyond the inputs is saved."""

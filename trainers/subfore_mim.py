@@ -31,9 +31,10 @@ from nnunet_subfore.data.fingerprints import (
     raw_dataset_folder,
 )
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.losses import MaskedL1Loss
+from nnunet_subfore.losses import MaskedL1Loss, masked_voxel_count
 from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.masking_setup import masker_for_plans
+from nnunet_subfore.rank_masking import mask_generator, union_mean_scale, union_means
 from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, recipe_from_plans
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
 from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
@@ -54,10 +55,15 @@ class SubForeMIMTrainer(SubForeTrainerBase):
             recipe it runs with.
         random_masking: the ablation baseline: subvolumes drawn at random at the same ratio, foreground or
             not (whatever selection the plans name; no HU check, so any modality).
+        mask_seed: the run's seed of the training masks: step ``i`` of rank ``r`` draws its masks (and noise
+            fill) from a generator seeded by ``rank_masking.mask_stream_seed(mask_seed, r, i)``, so ranks
+            draw different masks, reruns the same ones, and ``--c`` continues the streams (see
+            docs/workflow.md, "Multi-GPU pretraining").
     """
 
     masking = PAPER_MASKING
     random_masking: bool = False
+    mask_seed: int = 0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -163,17 +169,36 @@ class SubForeMIMTrainer(SubForeTrainerBase):
                                                        regions, ignore_label)
 
     # ----------------------------------------------------------------------------------------------
-    def _masked_loss(self, data: torch.Tensor, generator=None):
+    def _masked_loss(self, data: torch.Tensor, generator=None, network: Optional[torch.nn.Module] = None):
+        """The masked L1 of ``network`` (default: the training network, DDP-wrapped under DDP) on ``data``."""
         batch = self.masker(data, generator=generator)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
-            reconstruction = self.network(batch.masked)
+            reconstruction = (self.network if network is None else network)(batch.masked)
         loss = self.loss(reconstruction.float(), data.float(), batch.subvolume_mask)
+        return loss, batch
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self._mask_step = self.current_epoch * self.num_iterations_per_epoch
+
+    def next_mask_generator(self) -> torch.Generator:
+        """The generator of this rank's next training step (the global step counts from the epoch's first)."""
+        step = getattr(self, "_mask_step", self.current_epoch * self.num_iterations_per_epoch)
+        self._mask_step = step + 1
+        return mask_generator(self.mask_seed, self.local_rank, step, self.device)
+
+    def _union_loss(self, data: torch.Tensor, generator: torch.Generator):
+        """The masked loss; under DDP scaled so that DDP's gradient average (and the mean over the ranks of the
+        returned loss) is the mean over the masked voxels of all ranks (``rank_masking.union_mean_scale``)."""
+        loss, batch = self._masked_loss(data, generator=generator)
+        if self.is_ddp:
+            loss = loss * union_mean_scale(masked_voxel_count(data, batch.subvolume_mask)).to(loss.dtype)
         return loss, batch
 
     def train_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = self._masked_loss(data)
+        loss, _ = self._union_loss(data, self.next_mask_generator())
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -194,15 +219,20 @@ class SubForeMIMTrainer(SubForeTrainerBase):
     def validation_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
         loss, masked = self._masked_loss(data, generator=self._val_generator)
-        return {"loss": loss.cpu().numpy(), "masked_fraction": masked.masked_fraction.cpu().numpy()}
+        return {"loss": loss.cpu().numpy(), "masked_fraction": masked.masked_fraction.cpu().numpy(),
+                "masked_voxels": masked_voxel_count(data, masked.subvolume_mask).cpu().numpy()}
 
     def on_validation_epoch_end(self, val_outputs: List[dict]):
-        losses = collate_outputs(val_outputs)["loss"]
+        """The validation loss: per step the mean over the masked voxels of all ranks, averaged over the steps
+        (alone: the mean of the steps' losses)."""
+        outputs = collate_outputs(val_outputs)
+        losses, counts = np.ravel(outputs["loss"]), np.ravel(outputs["masked_voxels"])  # (steps,)
         if self.is_ddp:
             gathered = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, losses)
-            losses = np.concatenate([np.atleast_1d(g) for g in gathered])
-        self.logger.log("val_losses", float(np.mean(losses)), self.current_epoch)
+            dist.all_gather_object(gathered, (losses, counts))
+            losses, counts = np.stack([g[0] for g in gathered]), np.stack([g[1] for g in gathered])
+        per_step = union_means(np.atleast_2d(losses), np.atleast_2d(counts))
+        self.logger.log("val_losses", float(np.mean(per_step)), self.current_epoch)
 
     def _epoch_end(self) -> None:
         mim_on_epoch_end(self)
@@ -213,7 +243,8 @@ class SubForeMIMTrainer(SubForeTrainerBase):
         """Reconstruction metrics on the fold's validation cases (nothing is segmented).
 
         One centred patch per case (padded like nnU-Net pads), masked with a fixed seed; writes
-        ``validation/reconstruction_metrics.json``.
+        ``validation/reconstruction_metrics.json``. Rank 0 alone, on the unwrapped network (a DDP forward
+        on one rank could wait for the others to sync buffers).
         """
         if self.local_rank != 0:
             return
@@ -226,7 +257,7 @@ class SubForeMIMTrainer(SubForeTrainerBase):
         for key in val_keys:
             data = np.asarray(dataset.load_case(key)[0])
             x = torch.from_numpy(center_crop(data, patch)[0])[None].to(self.device)
-            loss, masked = self._masked_loss(x, generator=generator)
+            loss, masked = self._masked_loss(x, generator=generator, network=self.plain_network)
             per_case[key] = {
                 "masked_l1": float(loss),
                 "masked_fraction": float(masked.masked_fraction),
