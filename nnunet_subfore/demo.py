@@ -26,6 +26,7 @@ for or against the method (``docs/benchmarks.md``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -180,15 +181,16 @@ class Demo:
                             f"pass --force to replace them.")
         for path in existing:
             shutil.rmtree(path)
-        make_folder(self.workdir, "--workdir")
+        make_folder(self.workdir, "pass --workdir a folder you can write to (new or empty)")
         try:
             (self.workdir / MARKER).write_text("made by nnunet-subfore demo\n")
         except OSError as e:
             raise UserError(f"Cannot write into {self.workdir} ({e.strerror or e}): pass --workdir a folder you can "
                             f"write to (new or empty).") from e
-        make_folder(self.logs, "--workdir")
+        make_folder(self.logs, "pass --workdir a folder you can write to (new or empty)")
         for var in NNUNET_FOLDER_VARIABLES:
-            make_folder(self.folder(var), f"${var}")
+            make_folder(self.folder(var), f"set {var} to a folder you can write to, or unset it (the demo then "
+                                          f"uses {self.workdir / var})")
 
     def make_data(self) -> None:
         from nnunet_subfore.data.phantoms import heldout_cases, write_labelled_dataset, write_unlabeled_images
@@ -245,8 +247,10 @@ class Demo:
 
         self.step()
         image = self.folder("nnUNet_raw") / self.dataset("downstream") / "imagesTr" / f"{self.heldout[0]}_0000.nii.gz"
-        print(f"      nnunet-subfore show-reconstruction {checkpoint} {image} -o {RECONSTRUCTION_PNG}", flush=True)
-        result, png = show_reconstruction(checkpoint, [image], self.workdir / RECONSTRUCTION_PNG, find_trainer_class)
+        output = self.workdir / RECONSTRUCTION_PNG
+        print(f"      (in this process, the same as) $ nnunet-subfore show-reconstruction {checkpoint} {image} -o {output}",
+              flush=True)
+        result, png = show_reconstruction(checkpoint, [image], output, find_trainer_class)
         print(f"      {reconstruction_reading(result.masked_l1, result.constant_l1)}", flush=True)
         return result, png
 
@@ -269,7 +273,12 @@ class Demo:
 
     def report(self, reconstruction, reconstruction_png: Path, result) -> str:
         """Print the table, its reading, notes on arms that learned nothing, and where everything is."""
-        from nnunet_subfore.demo_reading import label_efficiency_reading, learned_beyond_constant, nothing_learned_notes
+        from nnunet_subfore.demo_reading import (
+            label_efficiency_reading,
+            learned_beyond_constant,
+            nothing_learned_notes,
+            per_label_reading,
+        )
         from nnunet_subfore.registry import find_trainer_class
 
         self.step()
@@ -277,7 +286,10 @@ class Demo:
         iterations = (finetuner.epochs or 0) * (finetuner.iterations_per_epoch or 0) or None
         notes = nothing_learned_notes(result.table, learned_beyond_constant(reconstruction.masked_l1,
                                                                             reconstruction.constant_l1), iterations)
-        text = "\n".join([f"\n{result.markdown}", f"Reading: {label_efficiency_reading(result.table)}", *notes, ""])
+        labels = {str(v): k for k, v in read_dataset_labels(self.folder("nnUNet_raw") / self.dataset("downstream")).items()
+                  if v != 0}
+        text = "\n".join([f"\n{result.markdown}", f"Reading: {label_efficiency_reading(result.table)}",
+                          f"Per label: {per_label_reading(result.table, labels)}", *notes, ""])
         print(text)
         self.print_locations(reconstruction_png, result)
         return text
@@ -315,13 +327,17 @@ def demo_base_environment(cores: int, base: Optional[Dict[str, str]] = None) -> 
     return {**sized, **{k: v for k, v in base.items() if v}}
 
 
-def make_folder(path: Path, what: str) -> None:
-    """``mkdir -p``; a folder that cannot be made is a UserError naming it, the reason and ``what`` to change."""
+def read_dataset_labels(dataset_folder: Path) -> Dict[str, int]:
+    """``labels`` of a raw dataset's ``dataset.json`` (name -> value)."""
+    return json.loads((Path(dataset_folder) / "dataset.json").read_text(encoding="utf-8"))["labels"]
+
+
+def make_folder(path: Path, fix: str) -> None:
+    """``mkdir -p``; a folder that cannot be made is a UserError naming it, the reason and the ``fix``."""
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"Cannot create {path} ({e.strerror or e}): pass {what} a folder you can write to "
-                        f"(new or empty).") from e
+        raise UserError(f"Cannot create {path} ({e.strerror or e}): {fix}.") from e
 
 
 def run_demo(workdir: Path, force: bool = False, quick: bool = False, backbone: str = DEFAULT_BACKBONE) -> int:

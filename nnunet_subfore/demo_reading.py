@@ -10,7 +10,7 @@ the lines, the tests check them on made-up tables.
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import Dict, List, Mapping, Optional
 
 from nnunet_subfore.label_efficiency_design import SCRATCH_ARM
 from nnunet_subfore.reporting.label_efficiency_report import LabelEfficiencyTable, TableRow
@@ -74,6 +74,24 @@ def label_efficiency_reading(table: LabelEfficiencyTable) -> str:
                              f"seeds ahead" for row in pairs) + " (95 % t-intervals over seeds)"
         lines.append(f"{arm} vs scratch, held-out Dice points: {', '.join(parts)} ({note})")
     return "\n".join(lines)
+
+
+def per_label_reading(table: LabelEfficiencyTable, label_names: Mapping[str, str]) -> str:
+    """One line: each arm's held-out Dice per label at each count (mean over seeds), arms in table order, since the
+    table's foreground mean hides which organs an arm found."""
+    arms = _arms(table)
+    dice: Dict[tuple, List[float]] = {}
+    for result in table.runs:
+        for label, value in result.dice_per_label.items():
+            dice.setdefault((result.run.fold.labels, result.run.arm.name, label), []).append(value)
+    parts = []
+    for i, count in enumerate(table.label_counts):
+        cells = []
+        for label, name in label_names.items():
+            values = [dice.get((count, arm, label)) for arm in arms]
+            cells.append(f"{name} " + " / ".join("–" if not v else f"{100 * sum(v) / len(v):.1f}" for v in values))
+        parts.append(f"{_cases(count) if i == 0 else count}: {', '.join(cells)}")
+    return f"held-out Dice (%), {' / '.join(arms)}: {'; '.join(parts)}"
 
 
 def nothing_learned_notes(table: LabelEfficiencyTable, reconstruction_learned: Optional[bool] = None,

@@ -9,6 +9,7 @@ from nnunet_subfore.demo_reading import (
     label_efficiency_reading,
     learned_beyond_constant,
     nothing_learned_notes,
+    per_label_reading,
     reconstruction_reading,
 )
 from nnunet_subfore.label_efficiency_design import SCRATCH_ARM, Arm, Fold
@@ -71,3 +72,13 @@ def test_no_arm_learning_blames_the_budget_and_scratch_alone_is_named():
     scratch_only = table({("scratch", 1, 0): 0.0, ("pretrained", 1, 0): 0.3})
     (note,) = nothing_learned_notes(scratch_only)
     assert note.startswith("NOTE: scratch learned no organ") and "the pretrained start did" in note
+
+
+def test_per_label_line_shows_which_organs_each_arm_found():
+    t = table({("scratch", 1, 0): 0.26, ("pretrained", 1, 0): 0.23, ("scratch", 2, 0): 0.25, ("pretrained", 2, 0): 0.16})
+    for result in t.runs:  # liver found, spleen not
+        result.dice_per_label.clear()
+        result.dice_per_label.update({"1": 3 * result.dice, "2": 0.0})
+    line = per_label_reading(t, {"1": "liver", "2": "spleen"})
+    assert line == ("held-out Dice (%), scratch / pretrained: 1 labelled case: liver 78.0 / 69.0, spleen "
+                    "0.0 / 0.0; 2: liver 75.0 / 48.0, spleen 0.0 / 0.0")
