@@ -248,8 +248,8 @@ class Demo:
         self.step()
         image = self.folder("nnUNet_raw") / self.dataset("downstream") / "imagesTr" / f"{self.heldout[0]}_0000.nii.gz"
         output = self.workdir / RECONSTRUCTION_PNG
-        print(f"      (in this process, the same as) $ nnunet-subfore show-reconstruction {checkpoint} {image} -o {output}",
-              flush=True)
+        print(f"      (in this process, the same as) $ nnunet-subfore show-reconstruction {checkpoint} {image} "
+              f"-o {output}", flush=True)
         result, png = show_reconstruction(checkpoint, [image], output, find_trainer_class)
         print(f"      {reconstruction_reading(result.masked_l1, result.constant_l1)}", flush=True)
         return result, png
@@ -286,8 +286,8 @@ class Demo:
         iterations = (finetuner.epochs or 0) * (finetuner.iterations_per_epoch or 0) or None
         notes = nothing_learned_notes(result.table, learned_beyond_constant(reconstruction.masked_l1,
                                                                             reconstruction.constant_l1), iterations)
-        labels = {str(v): k for k, v in read_dataset_labels(self.folder("nnUNet_raw") / self.dataset("downstream")).items()
-                  if v != 0}
+        raw = self.folder("nnUNet_raw") / self.dataset("downstream")
+        labels = {str(v): k for k, v in read_dataset_labels(raw).items() if v != 0}
         text = "\n".join([f"\n{result.markdown}", f"Reading: {label_efficiency_reading(result.table)}",
                           f"Per label: {per_label_reading(result.table, labels)}", *notes, ""])
         print(text)

@@ -144,9 +144,8 @@ def write_labelled_dataset(
         variety: what the training cases are drawn from (:data:`VARIETIES` name or :class:`PhantomVariety`).
         test_variety: what the held-out cases are drawn from; None: ``variety``. A benchmark of label
             efficiency draws training cases from ``"narrow"`` and held-out cases from ``"wide"``.
-        heldout_in_training_folder: write the held-out cases into ``imagesTr``/``labelsTr`` too (no
-            ``imagesTs``; ``numTraining`` counts them), for tools that hold cases out of the training folder
-            themselves: ``nnunet-subfore label-efficiency --heldout-cases`` with :func:`heldout_cases`.
+        heldout_in_training_folder: the held-out cases go to ``imagesTr``/``labelsTr`` (for ``label-efficiency
+            --heldout-cases`` with :func:`heldout_cases`); ``numTraining`` counts them.
 
     Returns:
         The dataset folder ``raw_root/DatasetXXX_name``.
@@ -155,29 +154,32 @@ def write_labelled_dataset(
         UserError: the dataset exists and ``force`` is False, or the ID is used by another dataset name.
         ValueError: bad counts, shape, spacing or variety.
     """
-    if int(num_training) < 1:
-        raise ValueError(f"num_training must be at least 1, got {num_training}.")
-    if int(num_test) < 0:
-        raise ValueError(f"num_test must be 0 or more, got {num_test}.")
+    if int(num_training) < 1 or int(num_test) < 0:
+        raise ValueError(f"num_training must be at least 1 and num_test 0 or more, got {num_training} and {num_test}.")
     shape = _check_shape(shape)
     spacing = None if spacing is None else _check_spacing(spacing)
     train_variety = resolve_variety(variety)
     held_out_variety = train_variety if test_variety is None else resolve_variety(test_variety)
-    heldout_split = "Tr" if heldout_in_training_folder else "Ts"
     with DatasetStaging(Path(raw_root), dataset_id, name, force=force) as staging:
-        folder = staging.path
-        cases = _write_labelled_cases(folder, int(num_training), int(num_test), seed, shape, spacing, train_variety,
-                                      held_out_variety, heldout_split)
-        heldout = [f"phantom_{i:03d}" for i in range(int(num_training), int(num_training) + int(num_test))]
-        where = "imagesTr/labelsTr also hold" if heldout_in_training_folder else "imagesTs/labelsTs hold"
-        description = (f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen and kidney "
-                       f"labels; {where} {int(num_test)} held-out cases. Settings: {PHANTOMS_FILE}.")
-        in_training_folder = int(num_training) + (int(num_test) if heldout_in_training_folder else 0)
-        _write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": dict(LABELS),
-                                              "numTraining": in_training_folder, "file_ending": ".nii.gz",
-                                              "name": name, "description": description})
-        _write_record(folder, seed, {"training": train_variety, "test": held_out_variety}, cases, heldout)
+        cases = _write_labelled_cases(staging.path, int(num_training), int(num_test), seed, shape, spacing,
+                                      train_variety, held_out_variety, "Tr" if heldout_in_training_folder else "Ts")
+        _write_labelled_dataset_json(staging.path, name, seed, int(num_training), int(num_test),
+                                     heldout_in_training_folder)
+        _write_record(staging.path, seed, {"training": train_variety, "test": held_out_variety}, cases,
+                      heldout=list(cases)[int(num_training):])
         return staging.commit()
+
+
+def _write_labelled_dataset_json(folder: Path, name: str, seed: int, num_training: int, num_test: int,
+                                 heldout_in_training_folder: bool) -> None:
+    """``dataset.json`` of a labelled phantom dataset; ``numTraining`` counts what ``imagesTr`` holds."""
+    where = "imagesTr/labelsTr also hold" if heldout_in_training_folder else "imagesTs/labelsTs hold"
+    description = (f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen and kidney "
+                   f"labels; {where} {num_test} held-out cases. Settings: {PHANTOMS_FILE}.")
+    in_training_folder = num_training + (num_test if heldout_in_training_folder else 0)
+    _write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": dict(LABELS),
+                                          "numTraining": in_training_folder, "file_ending": ".nii.gz",
+                                          "name": name, "description": description})
 
 
 def heldout_cases(dataset_folder: Union[str, Path]) -> List[str]:
