@@ -55,12 +55,11 @@ MARKER = ".subfore_demo"
 SHAPE = (48, 64, 64)
 #: The label-efficiency run: labelled cases per fine-tuning, subset seeds, the pretrained arm's name.
 LABEL_COUNTS, SEEDS, PRETRAINED_ARM = (1, 2), (0,), "pretrained"
-#: torch threads per training. The demo's tiny networks gain nothing from a second thread, and two threads that
-#: spin-wait (OpenMP's default) against other work on the same cores run several times slower: measured on the
-#: shared 2-core machine, one fine-tuning step of the tiny U-Net took 0.27-0.30 s with 1 thread, 0.30-0.33 s
-#: with 2 (OMP_WAIT_POLICY=PASSIVE) and 1.8-2.4 s with 2 (default policy). The other core runs nnU-Net's
-#: export worker and the rest of the machine.
-TORCH_THREADS = 1
+#: How torch's OpenMP threads wait: sleeping, not spinning. Measured, one step of the demo's tiny U-Net with
+#: 2 threads on 2 cores: quiet machine 0.16 s spinning (OpenMP's default), 0.19 s sleeping, 0.26-0.28 s with one
+#: thread; with other jobs on the cores 1.8-2.4 s spinning, 0.30-0.33 s sleeping, 0.27-0.30 s with one thread.
+#: Sleeping threads cost little alone and save the demo from an order of magnitude on a shared machine.
+OMP_WAIT_POLICY = "PASSIVE"
 #: Where the demo writes its own outputs inside the work folder.
 RECONSTRUCTION_PNG, LABEL_EFFICIENCY_FOLDER = "reconstruction.png", "label_efficiency"
 
@@ -317,13 +316,13 @@ class Demo:
 
 def demo_base_environment(cores: int, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """This process's environment (or ``base``) with the worker counts the demo runs with, where the user has
-    not set them: nnU-Net's export workers sized to ``cores`` (:func:`nnunet_subfore.label_efficiency.worker_counts`)
-    and :data:`TORCH_THREADS` torch threads per training."""
+    not set them: nnU-Net's export workers and torch's threads sized to ``cores``
+    (:func:`nnunet_subfore.label_efficiency.worker_counts`), threads that wait sleeping (:data:`OMP_WAIT_POLICY`)."""
     from nnunet_subfore.label_efficiency import worker_counts
 
     base = dict(os.environ if base is None else base)
     sized = {k: v for k, v in worker_counts(cores, "cpu").items() if k != "nnUNet_n_proc_DA"}  # training only
-    sized["OMP_NUM_THREADS"] = str(TORCH_THREADS)
+    sized["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY
     return {**sized, **{k: v for k, v in base.items() if v}}
 
 
@@ -344,7 +343,8 @@ def run_demo(workdir: Path, force: bool = False, quick: bool = False, backbone: 
     """Run the demo; ``quick`` writes fewer phantoms and runs the chain's shortest trainers (what the tests run)."""
     demo = Demo(workdir, size=QUICK if quick else FULL, backbone=backbone, quick=quick)
     print(f"nnunet-subfore demo ({demo.chain.title}) in {demo.workdir}; {demo.cores} CPU cores "
-          f"(nnUNet_def_n_proc={demo.env['nnUNet_def_n_proc']}, OMP_NUM_THREADS={demo.env.get('OMP_NUM_THREADS')})",
+          f"(nnUNet_def_n_proc={demo.env['nnUNet_def_n_proc']}, OMP_NUM_THREADS={demo.env.get('OMP_NUM_THREADS')}, "
+          f"OMP_WAIT_POLICY={demo.env.get('OMP_WAIT_POLICY')})",
           flush=True)
     demo.prepare_workdir(force)
     demo.make_data()
