@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_trainer_path)
 
     p = sub.add_parser("demo", help="run the whole pipeline on built-in synthetic CT: pretraining, the reconstruction "
-                       "picture, pretrained vs scratch at 1 and 2 labelled cases (CPU, about 13 minutes on 2 cores)")
+                       "picture, pretrained vs scratch at 1 and 2 labelled cases (CPU, 9-13 minutes on 2 cores)")
     p.add_argument("--workdir", default="subfore_demo", help="folder for nnUNet_raw/preprocessed/results (default: ./subfore_demo)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty work folder, replacing earlier demo output")
     p.add_argument("--quick", action="store_true", help="fewer cases, the shortest trainers: a plumbing check (what "
