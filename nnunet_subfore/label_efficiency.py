@@ -72,7 +72,8 @@ def label_efficiency(dataset: Union[int, str], output: Path, plans: str = "nnUNe
                      label_counts: Optional[Sequence[int]] = None, seeds: Optional[Sequence[int]] = None,
                      heldout: Optional[int] = None, heldout_cases: Optional[Sequence[str]] = None,
                      device: Optional[str] = None, quick: bool = False, preprocessed_root: Optional[Path] = None,
-                     stream: TextIO = sys.stdout, execute: Optional[Execute] = None) -> LabelEfficiencyResult:
+                     stream: TextIO = sys.stdout, execute: Optional[Execute] = None,
+                     environment: Optional[Mapping[str, str]] = None) -> LabelEfficiencyResult:
     """Run (or resume) a label-efficiency experiment and write its report into ``output``.
 
     Args:
@@ -90,6 +91,8 @@ def label_efficiency(dataset: Union[int, str], output: Path, plans: str = "nnUNe
         preprocessed_root: default ``$nnUNet_preprocessed``.
         stream: progress lines.
         execute: runs a command (tests replace it); default nnU-Net's console scripts with a log per run.
+        environment: what the runs' environment starts from (:func:`experiment_environment`; default this
+            process's): ``nnUNet_raw`` for the leakage guard, worker counts that win over the sized ones.
 
     Raises:
         UserError: bad input, before any training; a failed run (named, with its log).
@@ -115,7 +118,7 @@ def label_efficiency(dataset: Union[int, str], output: Path, plans: str = "nnUNe
     (output / RECORD).write_text(json.dumps(experiment.to_json(), indent=2), encoding="utf-8")
     device = device or default_device()
     runs = [Run(arm, fold) for fold in folds for arm in all_arms]
-    environments = {arm.name: experiment_environment(layout, arm, device) for arm in all_arms}
+    environments = {arm.name: experiment_environment(layout, arm, device, environment) for arm in all_arms}
     stream.write(_header(source, held, pool, counts, seeds, all_arms, len(runs), device, environments[SCRATCH_ARM]))
     results = run_all(runs, layout, lambda arm: environments[arm.name], device,
                       **({"execute": execute} if execute else {}), stream=stream)

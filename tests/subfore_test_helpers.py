@@ -53,6 +53,39 @@ def result_folder(env: Dict[str, str], dataset: str, trainer: str, plans: str = 
     return trainer_output_folder(env["nnUNet_results"], dataset, trainer, plans, configuration)
 
 
+# ---------------------------------------------------------------------------------------------- a demo run's outputs
+
+def demo_heldout_images(env: Dict[str, str]) -> List[Path]:
+    """The held-out images of a demo run's labelled set (in its ``imagesTr``, named by ``subfore_phantoms.json``)."""
+    from nnunet_subfore.data.phantoms import heldout_cases
+    from nnunet_subfore.demo import DOWNSTREAM_ID, DOWNSTREAM_NAME
+    from nnunet_subfore.paths import dataset_folder_name
+
+    raw = Path(env["nnUNet_raw"]) / dataset_folder_name(DOWNSTREAM_ID, DOWNSTREAM_NAME)
+    return [raw / "imagesTr" / f"{case}_0000.nii.gz" for case in heldout_cases(raw)]
+
+
+def heldout_input_folder(env: Dict[str, str], folder: Path) -> Path:
+    """``folder`` with links to :func:`demo_heldout_images`: an ``nnUNetv2_predict -i`` folder of the held-out cases."""
+    folder.mkdir(parents=True)
+    for image in demo_heldout_images(env):
+        (folder / image.name).symlink_to(image)
+    return folder
+
+
+def demo_label_efficiency_folds(workdir: Path) -> Dict[Tuple[str, int], Path]:
+    """``{(arm, labelled cases): fold folder}`` of the demo's label-efficiency runs (``label_efficiency.json``)."""
+    from nnunet_subfore.demo import DOWNSTREAM_ID, DOWNSTREAM_NAME, LABEL_EFFICIENCY_FOLDER
+    from nnunet_subfore.paths import dataset_folder_name, trainer_output_folder
+
+    output = Path(workdir) / LABEL_EFFICIENCY_FOLDER
+    record = json.loads((output / "label_efficiency.json").read_text())
+    dataset = dataset_folder_name(DOWNSTREAM_ID, DOWNSTREAM_NAME)
+    return {(r["arm"], r["labelled_cases"]): trainer_output_folder(output / "results" / r["arm"], dataset, r["trainer"],
+                                                                   record["plans"], "3d_fullres") / f"fold_{r['fold']}"
+            for r in record["runs"]}
+
+
 # ---------------------------------------------------------------------------------------------- image files
 
 def write_dicom_series(volume: sitk.Image, folder: Path, series_uid: str) -> None:

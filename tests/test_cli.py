@@ -62,6 +62,23 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     assert (tmp_path / "my_results.txt").read_text() == "precious"
 
 
+def test_demo_workdir_that_cannot_be_created_is_one_message(tmp_path, capsys, monkeypatch):
+    """Under a regular file, or a regular file itself: exit 2, one message naming the path and the fix, no traceback."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("precious")
+    done = subprocess.run([console_script("nnunet-subfore"), "demo", "--workdir", str(a_file / "demo")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"Cannot create {a_file / 'demo'} (Not a directory): pass --workdir a folder you can write to" in done.stderr
+    assert main(["demo", "--workdir", str(a_file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    monkeypatch.setenv("nnUNet_results", str(a_file / "results"))  # the user's nnU-Net folder is the bad one
+    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert f"Cannot create {a_file / 'results'}" in err and "set nnUNet_results to a folder you can write to" in err
+    assert a_file.read_text() == "precious"
+
+
 def test_user_errors_are_one_line_messages(tmp_path, capsys):
     assert main(["adapt-checkpoint", str(tmp_path / "missing.pth"), "--plans", str(tmp_path / "p.json"),
                  "-tr", "SubForeSwinUNETRTrainer", "--num-input-channels", "1", "-o", str(tmp_path / "o.pth")]) == 2

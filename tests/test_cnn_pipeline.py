@@ -1,5 +1,7 @@
-"""End to end for nnU-Net's own CNNs: `nnunet-subfore demo --backbone cnn`, the stock nnUNetTrainer taking the
-checkpoint tensor by tensor, prediction geometry, the loss falling for default and ResEnc-M plans, the trap.
+"""End to end for nnU-Net's own CNNs: `nnunet-subfore demo --backbone cnn` (pretraining, the reconstruction picture,
+the label-efficiency runs through nnUNetv2_train -pretrained_weights and nnU-Net's validation of the held-out cases),
+the stock nnUNetTrainer taking the checkpoint tensor by tensor, prediction geometry, the loss falling for default and
+ResEnc-M plans, the trap.
 
 Slow: they share one ``nnunet-subfore demo --quick --backbone cnn`` run (fixture ``cnn_demo_run``, conftest.py).
 """
@@ -14,7 +16,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from subfore_test_helpers import masked_l1_trained_and_fresh, result_folder, run
+from subfore_test_helpers import (
+    demo_heldout_images,
+    demo_label_efficiency_folds,
+    heldout_input_folder,
+    masked_l1_trained_and_fresh,
+    result_folder,
+    run,
+)
 
 from nnunet_subfore.demo import CHAINS, DOWNSTREAM_ID, DOWNSTREAM_NAME, PRETRAIN_ID, PRETRAIN_NAME
 from nnunet_subfore.paths import dataset_folder_name
@@ -34,7 +43,8 @@ def use_env(monkeypatch, env):
 
 
 def assert_predictions_with_input_geometry(pred_dir: Path, env):
-    images = sorted((Path(env["nnUNet_raw"]) / DOWNSTREAM / "imagesTs").glob("*_0000.nii.gz"))
+    """A prediction of every held-out case, on its image's grid, with organ labels only."""
+    images = demo_heldout_images(env)
     assert images
     for image in images:
         prediction = pred_dir / image.name.replace("_0000.nii.gz", ".nii.gz")
@@ -49,9 +59,12 @@ def assert_predictions_with_input_geometry(pred_dir: Path, env):
 
 def test_cnn_demo_runs_the_chain_on_the_planned_network(cnn_demo_run, cnn_checkpoint):
     workdir, env, done = cnn_demo_run
-    assert "Cross-validation" in done.stdout and "Held-out" in done.stdout
-    for name in (CHAIN.finetuner, CHAIN.scratch, "liver"):
-        assert name in done.stdout
+    out = done.stdout
+    for command in ("nnUNetv2_plan_and_preprocess", "nnUNetv2_move_plans_between_datasets", "nnUNetv2_train"):
+        assert f"$ {command}" in out, command
+    assert "## Label efficiency" in out and "\nReading: pretrained vs scratch, held-out Dice points: " in out
+    assert "masked L1" in out and (workdir / "reconstruction.png").stat().st_size > 10_000
+    assert (workdir / "label_efficiency" / "label_efficiency.png").is_file()
     run_dir = result_folder(env, PRETRAIN, CHAIN.pretrainer, CHAIN.pretrain_plans)
     config = json.loads((run_dir / "plans.json").read_text())["configurations"]["3d_fullres"]
     assert config["architecture"]["network_class_name"].endswith("PlainConvUNet")
@@ -64,12 +77,27 @@ def test_cnn_demo_runs_the_chain_on_the_planned_network(cnn_demo_run, cnn_checkp
     assert np.isfinite(metrics["mean_masked_l1"])
     log = next((run_dir / "fold_0").glob("training_log_*.txt")).read_text()
     assert "HU foreground criterion" in log
-    # fine-tuned with SubForeCNNFinetuneTrainer and from scratch, predicted with nnUNetv2_predict
-    finetune_log = next((result_folder(env, DOWNSTREAM, CHAIN.finetuner, CHAIN.downstream_plans) / "fold_0")
-                        .glob("training_log_*.txt")).read_text()
-    assert "carried over" in finetune_log
-    for trainer in (CHAIN.finetuner, CHAIN.scratch):
-        assert_predictions_with_input_geometry(workdir / "predictions" / trainer, env)
+
+
+def test_cnn_demo_fine_tunes_through_label_efficiency_and_nnunet_validation(cnn_demo_run):
+    """The demo's label-efficiency runs: nnUNetv2_train from the checkpoint (carried over, the leakage guard checked)
+    and from scratch, each validated by nnU-Net on the held-out cases, whose predictions keep the input geometry."""
+    workdir, env, done = cnn_demo_run
+    folds = demo_label_efficiency_folds(workdir)
+    assert sorted(folds) == [("pretrained", 1), ("pretrained", 2), ("scratch", 1), ("scratch", 2)]
+    for (arm, _), fold in folds.items():
+        log = next(fold.glob("training_log_*.txt")).read_text()
+        assert ("carried over" in log) == (arm == "pretrained"), fold
+        assert fold.parent.name.startswith((CHAIN.finetuner if arm == "pretrained" else CHAIN.scratch) + "__")
+        assert_predictions_with_input_geometry(fold / "validation", env)
+        summary = json.loads((fold / "validation" / "summary.json").read_text())
+        assert set(summary["mean"]) == {"1", "2", "3"}  # liver, spleen, kidneys
+        assert len(summary["metric_per_case"]) == len(demo_heldout_images(env))
+    # leakage guard: the downstream phantoms are not the pretraining phantoms
+    overlap = json.loads((folds["pretrained", 1] / "pretraining_overlap.json").read_text())
+    assert overlap["checked"] is True and overlap["shared"] == []
+    assert overlap["cases_checked"]["validation"] == len(demo_heldout_images(env))
+    assert not (folds["scratch", 1] / "pretraining_overlap.json").exists()
 
 
 def test_stock_nnunet_trainer_loads_every_tensor_but_the_heads(cnn_demo_run, cnn_checkpoint, monkeypatch):
@@ -101,7 +129,7 @@ def test_stock_trainer_fine_tunes_through_the_commands_and_predicts(cnn_demo_run
     summary = json.loads((run_dir / "fold_0" / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2", "3"}
     pred = tmp_path / "pred"
-    run(["nnUNetv2_predict", "-i", str(Path(env["nnUNet_raw"]) / DOWNSTREAM / "imagesTs"), "-o", str(pred),
+    run(["nnUNetv2_predict", "-i", str(heldout_input_folder(env, tmp_path / "heldout")), "-o", str(pred),
          "-d", str(DOWNSTREAM_ID), "-c", "3d_fullres", "-tr", STOCK_SHORT, "-p", CHAIN.downstream_plans, "-f", "0",
          "-device", "cpu", "-npp", "1", "-nps", "1"], env)
     assert_predictions_with_input_geometry(pred, env)

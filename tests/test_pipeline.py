@@ -1,4 +1,5 @@
-"""End to end through nnU-Net's own commands: the demo chain, SwinUNETR and UNETR transfer, predict.
+"""End to end through nnU-Net's own commands: the demo chain (pretraining, the reconstruction picture, label-efficiency
+runs through nnUNetv2_train and nnU-Net's validation), SwinUNETR and UNETR transfer, predict.
 
 Slow (a few minutes): they share one ``nnunet-subfore demo --quick`` run (conftest.demo_run).
 Select with ``pytest -m slow``; CI runs them.
@@ -14,7 +15,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from subfore_test_helpers import masked_l1_trained_and_fresh, result_folder, run
+from subfore_test_helpers import (
+    demo_heldout_images,
+    demo_label_efficiency_folds,
+    heldout_input_folder,
+    masked_l1_trained_and_fresh,
+    result_folder,
+    run,
+)
 
 from nnunet_subfore.paths import dataset_folder_name
 from nnunet_subfore.demo import (
@@ -47,7 +55,7 @@ def assert_same_geometry(prediction: Path, image: Path):
 
 
 def assert_predictions_for_held_out_cases(pred_dir: Path, env):
-    images = sorted((Path(env["nnUNet_raw"]) / DOWNSTREAM / "imagesTs").glob("*_0000.nii.gz"))
+    images = demo_heldout_images(env)
     assert images
     for image in images:
         prediction = pred_dir / image.name.replace("_0000.nii.gz", ".nii.gz")
@@ -57,7 +65,11 @@ def assert_predictions_for_held_out_cases(pred_dir: Path, env):
 
 
 def assert_validation_summary(run_dir: Path, fold: int = 0):
-    summary = json.loads((run_dir / f"fold_{fold}" / "validation" / "summary.json").read_text())
+    assert_fold_summary(run_dir / f"fold_{fold}")
+
+
+def assert_fold_summary(fold: Path):
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
     assert set(summary["mean"]) == {"1", "2", "3"}  # liver, spleen, kidneys
     assert all(0.0 <= summary["mean"][c]["Dice"] <= 1.0 for c in summary["mean"])
 
@@ -70,16 +82,25 @@ def unetr_checkpoint(demo_run):
     return result_dir(env, PRETRAIN, "SubForePretrainTrainer_UNETR_demo") / "fold_0" / "checkpoint_final.pth"
 
 
-def test_demo_prints_tables_and_writes_its_outputs(demo_run):
+def test_demo_prints_the_table_its_reading_and_writes_its_outputs(demo_run):
     workdir, _, done = demo_run
     out = done.stdout
-    assert "Cross-validation" in out and "Held-out" in out
-    for name in ("liver", "spleen", "kidneys", FINETUNER, SCRATCH):
+    assert "## Label efficiency" in out and "| pretrained | 2 | 1 |" in out and "| scratch | 1 | 1 |" in out
+    reading = next(line for line in out.splitlines() if line.startswith("Reading: "))
+    assert reading.startswith("Reading: pretrained vs scratch, held-out Dice points: ") and " at 1 labelled case, " in reading
+    record = json.loads((workdir / "label_efficiency" / "label_efficiency.json").read_text())
+    rows = {(r["arm"], r["labelled_cases"]): r for r in record["rows"]}
+    difference = 100 * rows["pretrained", 1]["difference_to_scratch"]["mean"]
+    assert f"{difference:+.1f} at 1 labelled case" in reading  # the reading is computed from the numbers
+    if all(rows["pretrained", n]["dice_mean"] < 0.01 for n in (1, 2)):  # a silent arm is explained, not just listed
+        assert "learned nothing" in out or "no arm learned an organ" in out
+    for name in (FINETUNER, SCRATCH, "masked L1", "best constant"):
         assert name in out
-    summary = workdir / "summary"
-    for pattern in ("*.md", "*.csv", "*.png"):
-        assert list(summary.glob(pattern)), pattern
-    assert (summary / "masking.png").stat().st_size > 10_000
+    assert (workdir / "reconstruction.png").stat().st_size > 10_000
+    assert str(workdir / "reconstruction.png") in out
+    for suffix in ("md", "csv", "json", "png"):
+        assert (workdir / "label_efficiency" / f"label_efficiency.{suffix}").is_file(), suffix
+    assert "Traceback" not in done.stderr
 
 
 def test_pretraining_run_is_complete_and_loads_on_cpu(demo_run):
@@ -126,18 +147,22 @@ def test_pretrained_weights_transfer_exactly(demo_run, monkeypatch):
 
 
 def test_swinunetr_finetuning_validation_and_predictions(demo_run):
+    """The demo's label-efficiency runs: nnUNetv2_train with and without -pretrained_weights, validated by nnU-Net on
+    the held-out cases (predictions on the input grid), the leakage guard checked."""
     workdir, env, _ = demo_run
-    for trainer in (FINETUNER, SCRATCH):
-        run_dir = result_dir(env, DOWNSTREAM, trainer, DOWNSTREAM_PLANS)
-        assert_validation_summary(run_dir)
-        assert json.loads((run_dir / "plans.json").read_text())["configurations"]["3d_fullres"]["patch_size"] == [32, 32, 32]
-        assert_predictions_for_held_out_cases(workdir / "predictions" / trainer, env)
-    log = next((result_dir(env, DOWNSTREAM, FINETUNER, DOWNSTREAM_PLANS) / "fold_0").glob("training_log_*")).read_text()
+    folds = demo_label_efficiency_folds(workdir)
+    assert sorted(folds) == [("pretrained", 1), ("pretrained", 2), ("scratch", 1), ("scratch", 2)]
+    for (arm, _), fold in folds.items():
+        assert fold.parent.name.startswith((FINETUNER if arm == "pretrained" else SCRATCH) + "__")
+        assert_fold_summary(fold)
+        assert json.loads((fold.parent / "plans.json").read_text())["configurations"]["3d_fullres"]["patch_size"] == [32, 32, 32]
+        assert_predictions_for_held_out_cases(fold / "validation", env)
+    log = next(folds["pretrained", 1].glob("training_log_*")).read_text()
     assert "carried over" in log
     # leakage guard: the demo's downstream phantoms are not its pretraining phantoms
-    overlap = json.loads((result_dir(env, DOWNSTREAM, FINETUNER, DOWNSTREAM_PLANS) / "fold_0" /
-                          "pretraining_overlap.json").read_text())
-    assert overlap["checked"] is True and overlap["shared"] == [] and overlap["cases_checked"]["validation"] == 1
+    overlap = json.loads((folds["pretrained", 1] / "pretraining_overlap.json").read_text())
+    assert overlap["checked"] is True and overlap["shared"] == []
+    assert overlap["cases_checked"]["validation"] == len(demo_heldout_images(env))
 
 
 def test_checkpoint_of_the_other_backbone_gives_a_clear_error(demo_run, unetr_checkpoint):
@@ -171,7 +196,7 @@ def test_unetr_chain_at_another_patch_through_adapt_checkpoint(demo_run, unetr_c
     run_dir = result_dir(env, DOWNSTREAM, trainer, DOWNSTREAM_PLANS)
     assert_validation_summary(run_dir)
     pred = tmp_path / "pred"
-    run(["nnUNetv2_predict", "-i", str(Path(env["nnUNet_raw"]) / DOWNSTREAM / "imagesTs"), "-o", str(pred),
+    run(["nnUNetv2_predict", "-i", str(heldout_input_folder(env, tmp_path / "heldout")), "-o", str(pred),
          "-d", str(DOWNSTREAM_ID), "-c", "3d_fullres", "-tr", trainer, "-p", DOWNSTREAM_PLANS, "-f", "0",
          "-device", "cpu", "-npp", "1", "-nps", "1"], env)
     assert_predictions_for_held_out_cases(pred, env)

@@ -32,8 +32,9 @@ from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import nnunet_folder
 
-__all__ = ["FILE_FORMATS", "HU", "LABELS", "PHANTOMS_FILE", "VARIETIES", "PhantomVariety", "make_phantom",
-           "phantom_case", "to_sitk", "write_labelled_dataset", "write_phantom_dataset", "write_unlabeled_images"]
+__all__ = ["FILE_FORMATS", "HU", "LABELS", "PHANTOMS_FILE", "VARIETIES", "PhantomVariety", "heldout_cases",
+           "make_phantom", "phantom_case", "to_sitk", "write_labelled_dataset", "write_phantom_dataset",
+           "write_unlabeled_images"]
 
 Shape = Tuple[int, int, int]
 Spacing = Tuple[float, float, float]
@@ -120,13 +121,14 @@ def write_labelled_dataset(
     force: bool = False,
     variety: Variety = "wide",
     test_variety: Optional[Variety] = None,
+    heldout_in_training_folder: bool = False,
 ) -> Path:
     """Write a complete labelled nnU-Net raw dataset of phantoms.
 
     Training cases go to ``imagesTr``/``labelsTr``, held-out cases to ``imagesTs``/``labelsTs``
     (case ``phantom_XXX``, numbered on from the training cases). Case ``i`` uses a seed derived
     from ``(seed, i)``, so two datasets with different ``seed`` share no phantom. ``subfore_phantoms.json``
-    records each case's drawn settings.
+    records each case's drawn settings and the names of the held-out cases (:func:`heldout_cases` reads them).
 
     Args:
         raw_root: the ``nnUNet_raw`` folder (created if missing).
@@ -142,6 +144,8 @@ def write_labelled_dataset(
         variety: what the training cases are drawn from (:data:`VARIETIES` name or :class:`PhantomVariety`).
         test_variety: what the held-out cases are drawn from; None: ``variety``. A benchmark of label
             efficiency draws training cases from ``"narrow"`` and held-out cases from ``"wide"``.
+        heldout_in_training_folder: the held-out cases go to ``imagesTr``/``labelsTr`` (for ``label-efficiency
+            --heldout-cases`` with :func:`heldout_cases`); ``numTraining`` counts them.
 
     Returns:
         The dataset folder ``raw_root/DatasetXXX_name``.
@@ -150,37 +154,61 @@ def write_labelled_dataset(
         UserError: the dataset exists and ``force`` is False, or the ID is used by another dataset name.
         ValueError: bad counts, shape, spacing or variety.
     """
-    if int(num_training) < 1:
-        raise ValueError(f"num_training must be at least 1, got {num_training}.")
-    if int(num_test) < 0:
-        raise ValueError(f"num_test must be 0 or more, got {num_test}.")
+    if int(num_training) < 1 or int(num_test) < 0:
+        raise ValueError(f"num_training must be at least 1 and num_test 0 or more, got {num_training} and {num_test}.")
     shape = _check_shape(shape)
     spacing = None if spacing is None else _check_spacing(spacing)
     train_variety = resolve_variety(variety)
     held_out_variety = train_variety if test_variety is None else resolve_variety(test_variety)
     with DatasetStaging(Path(raw_root), dataset_id, name, force=force) as staging:
-        folder = staging.path
-        cases = _write_labelled_cases(folder, int(num_training), int(num_test), seed, shape, spacing, train_variety, held_out_variety)  # noqa: E501
-        description = (f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen and kidney "
-                       f"labels; imagesTs/labelsTs hold {int(num_test)} held-out cases. Settings: {PHANTOMS_FILE}.")
-        _write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": dict(LABELS),
-                                              "numTraining": int(num_training), "file_ending": ".nii.gz",
-                                              "name": name, "description": description})
-        _write_record(folder, seed, {"training": train_variety, "test": held_out_variety}, cases)
+        cases = _write_labelled_cases(staging.path, int(num_training), int(num_test), seed, shape, spacing,
+                                      train_variety, held_out_variety, "Tr" if heldout_in_training_folder else "Ts")
+        _write_labelled_dataset_json(staging.path, name, seed, int(num_training), int(num_test),
+                                     heldout_in_training_folder)
+        _write_record(staging.path, seed, {"training": train_variety, "test": held_out_variety}, cases,
+                      heldout=list(cases)[int(num_training):])
         return staging.commit()
+
+
+def _write_labelled_dataset_json(folder: Path, name: str, seed: int, num_training: int, num_test: int,
+                                 heldout_in_training_folder: bool) -> None:
+    """``dataset.json`` of a labelled phantom dataset; ``numTraining`` counts what ``imagesTr`` holds."""
+    where = "imagesTr/labelsTr also hold" if heldout_in_training_folder else "imagesTs/labelsTs hold"
+    description = (f"Synthetic CT phantoms (nnunet-subfore, seed {seed}): HU images with liver, spleen and kidney "
+                   f"labels; {where} {num_test} held-out cases. Settings: {PHANTOMS_FILE}.")
+    in_training_folder = num_training + (num_test if heldout_in_training_folder else 0)
+    _write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": dict(LABELS),
+                                          "numTraining": in_training_folder, "file_ending": ".nii.gz",
+                                          "name": name, "description": description})
+
+
+def heldout_cases(dataset_folder: Union[str, Path]) -> List[str]:
+    """The held-out cases of a labelled phantom dataset (:func:`write_labelled_dataset`), from its
+    ``subfore_phantoms.json``: with ``heldout_in_training_folder`` the cases of ``imagesTr`` to hold out.
+
+    Raises:
+        UserError: the folder holds no phantom record, or one written before held-out cases were recorded.
+    """
+    record_file = Path(dataset_folder) / PHANTOMS_FILE
+    try:
+        return list(json.loads(record_file.read_text(encoding="utf-8"))["heldout"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{record_file} names no held-out cases ({type(e).__name__}: {e}); write the dataset again "
+                        f"with nnunet_subfore.data.phantoms.write_labelled_dataset.") from e
 
 
 def _write_labelled_cases(folder: Path, num_training: int, num_test: int, seed: int, shape: Shape,
                           spacing: Optional[Spacing], train_variety: PhantomVariety,
-                          held_out_variety: PhantomVariety) -> Dict[str, dict]:
-    """Draw, render and write the training (``Tr``) then held-out (``Ts``) cases; their drawn settings by case."""
+                          held_out_variety: PhantomVariety, heldout_split: str = "Ts") -> Dict[str, dict]:
+    """Draw, render and write the training (``Tr``) then held-out (``heldout_split``) cases; their drawn settings
+    by case."""
     cases = {}
     for i in range(num_training + num_test):
-        split = "Tr" if i < num_training else "Ts"
-        case = draw_case(_case_seed(seed, i), shape, train_variety if split == "Tr" else held_out_variety, spacing)
+        training = i < num_training
+        case = draw_case(_case_seed(seed, i), shape, train_variety if training else held_out_variety, spacing)
         image, label = render(case)
         cases[f"phantom_{i:03d}"] = case.summary()
-        _write_case(folder, split, f"phantom_{i:03d}", image, label, case.spacing)
+        _write_case(folder, "Tr" if training else heldout_split, f"phantom_{i:03d}", image, label, case.spacing)
     return cases
 
 
@@ -304,10 +332,14 @@ def _write_case(folder: Path, split: str, case: str, image, label, spacing: Opti
         sitk.WriteImage(data, str(folder / sub / f"{case}{ending}"), True)
 
 
-def _write_record(folder: Path, seed: int, varieties: Dict[str, PhantomVariety], cases: Dict[str, dict]) -> None:
-    """``subfore_phantoms.json``: the seed, the varieties (by name, or all their ranges) and each case's settings."""
+def _write_record(folder: Path, seed: int, varieties: Dict[str, PhantomVariety], cases: Dict[str, dict],
+                  heldout: Optional[List[str]] = None) -> None:
+    """``subfore_phantoms.json``: the seed, the varieties (by name, or all their ranges), each case's settings and
+    (labelled datasets) the held-out cases."""
     record = {"generator": "nnunet_subfore.data.phantoms", "seed": int(seed),
               "varieties": {split: _variety_record(v) for split, v in varieties.items()}, "cases": cases}
+    if heldout is not None:
+        record["heldout"] = list(heldout)
     _write_json(folder / PHANTOMS_FILE, record)
 
 

@@ -15,6 +15,7 @@ from nnunet_subfore.data.phantoms import (
     PHANTOMS_FILE,
     VARIETIES,
     PhantomVariety,
+    heldout_cases,
     make_phantom,
     phantom_case,
     write_labelled_dataset,
@@ -211,6 +212,25 @@ def test_labelled_cases_from_a_narrow_variety_held_out_cases_from_a_wide_one(tmp
                for split in ("Tr", "Ts")}
     assert spacing["Tr"] == [1.5, 1.5, 1.5] and len(set(spacing["Ts"])) == 3
     assert {record["cases"][f"phantom_00{i}"]["phase"] for i in range(3)} == {"portal-venous"}
+    assert heldout_cases(folder) == ["phantom_003", "phantom_004", "phantom_005"]
+
+
+def test_held_out_cases_in_the_training_folder_for_label_efficiency(tmp_path):
+    """``heldout_in_training_folder``: one imagesTr with every case, the held-out ones named in the record."""
+    apart = write_labelled_dataset(tmp_path / "a", 9, "Apart", num_training=2, num_test=2, seed=5, shape=SHAPE,
+                                   variety="narrow", test_variety="wide")
+    inside = write_labelled_dataset(tmp_path / "b", 9, "Apart", num_training=2, num_test=2, seed=5, shape=SHAPE,
+                                    variety="narrow", test_variety="wide", heldout_in_training_folder=True)
+    assert not (inside / "imagesTs").exists() and not (inside / "labelsTs").exists()
+    assert sorted(p.name for p in (inside / "labelsTr").iterdir()) == [f"phantom_00{i}.nii.gz" for i in range(4)]
+    assert json.loads((inside / "dataset.json").read_text())["numTraining"] == 4
+    assert heldout_cases(inside) == heldout_cases(apart) == ["phantom_002", "phantom_003"]
+    for case in heldout_cases(inside):  # the same wide-variety phantoms, only in another folder
+        for sub, ending in (("images", "_0000.nii.gz"), ("labels", ".nii.gz")):
+            assert (inside / f"{sub}Tr" / f"{case}{ending}").read_bytes() == \
+                   (apart / f"{sub}Ts" / f"{case}{ending}").read_bytes()
+    with pytest.raises(UserError, match="names no held-out cases"):
+        heldout_cases(tmp_path)
 
 
 @pytest.mark.parametrize("file_format", ["nii.gz", "mha"])
