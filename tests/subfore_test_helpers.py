@@ -293,9 +293,10 @@ def ink_on_border(png: Path, border: int = 2) -> bool:
     return any(bool((edge < 0.97).any()) for edge in edges)
 
 
-def masked_l1_trained_and_fresh(trainer, network_weights) -> Tuple[float, float]:
+def masked_l1_trained_and_fresh(trainer, network_weights, fresh_networks: int = 3) -> Tuple[float, float]:
     """The pretraining trainer's masked L1 on fixed centre patches of every preprocessed case, with fixed masks:
-    (with ``network_weights``, mean over three freshly initialized networks). Lower is a better reconstruction.
+    (with ``network_weights``, mean over ``fresh_networks`` freshly initialized networks). Lower is a better
+    reconstruction.
 
     Per-epoch training losses of a tiny network swing too much to show learning in a few epochs; the same
     patches and masks scored with trained and untrained weights do.
@@ -320,7 +321,7 @@ def masked_l1_trained_and_fresh(trainer, network_weights) -> Tuple[float, float]
         torch.manual_seed(seed)
         return trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 1, 1, False)
 
-    untrained = float(np.mean([fixed_loss(fresh_network(seed)) for seed in range(3)]))
+    untrained = float(np.mean([fixed_loss(fresh_network(seed)) for seed in range(fresh_networks)]))
     trained_network = fresh_network(0)
     trained_network.load_state_dict(network_weights)
     return fixed_loss(trained_network), untrained

@@ -224,9 +224,11 @@ def test_pretraining_loss_falls(demo_run, monkeypatch):
 
     trainer = get_trainer_from_args(str(PRETRAIN_ID), "3d_fullres", 1, trainer_name, device=torch.device("cpu"))
     trainer.initialize()
-    trained, untrained = masked_l1_trained_and_fresh(trainer, checkpoint["network_weights"])
-    # measured: untrained 0.70-0.90 (mean of 3 seeds 0.76), trained 0.57-0.61
-    assert trained < 0.9 * untrained, (trained, untrained)
+    trained, untrained = masked_l1_trained_and_fresh(trainer, checkpoint["network_weights"], fresh_networks=5)
+    # measured on the demo's phantoms (quick): fresh networks 0.74-0.94 (seeds 0-9; mean of seeds 0-4 0.81), a
+    # network predicting zero 0.80; trained 0.64-0.71 in 7 runs of 72 iterations (ratio 0.79-0.88 to the mean of
+    # 5), and not lower after 144 iterations or at lr 3e-3: the tiny SwinUNETR levels off there
+    assert trained < 0.92 * untrained, (trained, untrained)
 
 
 def test_intensity_trap_stops_pretraining_at_initialization(demo_run):

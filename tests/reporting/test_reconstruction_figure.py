@@ -83,7 +83,7 @@ def test_the_slices_cross_the_masked_subvolume_nearest_the_centre():
 def test_the_demo_s_swinunetr_pretraining_checkpoint_and_fine_tuning_checkpoint(demo_run, tmp_path, capsys):
     """Checkpoints as nnUNetv2_train wrote them (logging with numpy scalars, the fold folder's JSON files): the
     pretraining one is drawn through the console script, the fine-tuning one refused."""
-    from subfore_test_helpers import result_folder, run
+    from subfore_test_helpers import demo_heldout_images, result_folder, run
 
     from nnunet_subfore.demo import DOWNSTREAM_ID, DOWNSTREAM_NAME, DOWNSTREAM_PLANS, FINETUNER, PRETRAIN_ID, \
         PRETRAIN_NAME, PRETRAINER
@@ -92,7 +92,7 @@ def test_the_demo_s_swinunetr_pretraining_checkpoint_and_fine_tuning_checkpoint(
     _, env, _ = demo_run
     pretrain = result_folder(env, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME), PRETRAINER) / "fold_0"
     downstream = dataset_folder_name(DOWNSTREAM_ID, DOWNSTREAM_NAME)
-    image = sorted((Path(env["nnUNet_raw"]) / downstream / "imagesTs").glob("*.nii.gz"))[0]
+    image = demo_heldout_images(env)[0]
     out = tmp_path / "reconstruction.png"
     done = run(["nnunet-subfore", "show-reconstruction", str(pretrain / "checkpoint_final.pth"), str(image), "-o",
                 str(out)], env)
