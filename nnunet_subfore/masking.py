@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from nnunet_subfore.recipe import CRITERIA, FILLS, PAPER_MASKING, SELECTIONS, MaskingRecipe
+from nnunet_subfore.recipe import PAPER_MASKING, MaskingRecipe, check_masking_settings
 
 # The paper's settings, as defaults of the functions below (defined once, in nnunet_subfore.recipe).
 DEFAULT_WINDOW: Tuple[float, float] = PAPER_MASKING.window
@@ -34,8 +34,7 @@ DEFAULT_RATIO = PAPER_MASKING.ratio
 def _check_volume(x: torch.Tensor, subvolume_size: int, name: str = "input") -> None:
     if x.ndim != 5:
         raise ValueError(f"{name} must have shape (B, C, D, H, W), got shape {tuple(x.shape)}.")
-    if subvolume_size < 1:
-        raise ValueError(f"subvolume_size must be a positive integer, got {subvolume_size}.")
+    check_masking_settings(subvolume_size=subvolume_size)
     bad = [int(side) for side in x.shape[2:] if side % subvolume_size]
     if bad:
         raise ValueError(
@@ -46,10 +45,7 @@ def _check_volume(x: torch.Tensor, subvolume_size: int, name: str = "input") -> 
 
 
 def _check_window(window: Sequence[float]) -> Tuple[float, float]:
-    lo, hi = float(window[0]), float(window[1])
-    if not hi > lo:
-        raise ValueError(f"window must be (low, high) with high > low, got {tuple(window)}.")
-    return lo, hi
+    return check_masking_settings(window=window)["window"]
 
 
 def threshold_in_input_units(window: Sequence[float] = DEFAULT_WINDOW, threshold: float = DEFAULT_THRESHOLD) -> float:
@@ -141,21 +137,47 @@ def nonzero_subvolumes(x: torch.Tensor, subvolume_size: int = DEFAULT_SUBVOLUME_
     return share >= min_share
 
 
-def _foreground_from_clamped(clamped: torch.Tensor, subvolume_size: int, lo: float, hi: float,
-                             threshold: float, criterion: str = "fixed") -> torch.Tensor:
-    """Criterion on channel 0 already clamped to [lo, hi], shape (B, D, H, W) (a channel slice of a contiguous batch is fine).
+def _fixed_rule(sums: torch.Tensor, s: int, lo: float, hi: float, threshold: float) -> torch.Tensor:
+    """The paper's: mean(clip((x - lo) / (hi - lo), 0, 1)) >= t  <=>  sum(clamp(x, lo, hi)) >= (lo + t (hi - lo)) s^3,
+    so the criterion needs no shifted or scaled copy."""
+    return sums >= (lo + threshold * (hi - lo)) * s ** 3
 
-    Fixed: mean(clip((x - lo) / (hi - lo), 0, 1)) >= t  <=>  sum(clamp(x, lo, hi)) >= (lo + t (hi - lo)) s^3,
-    so the criterion needs no shifted or scaled copy. Otsu: the block means of the windowed intensity
-    against max(Otsu's threshold of the patch's block means, t).
-    """
-    s = subvolume_size
-    sums = _block_sums(clamped, s)
-    if criterion == "fixed":
-        return sums >= (lo + threshold * (hi - lo)) * s ** 3
+
+def _otsu_rule(sums: torch.Tensor, s: int, lo: float, hi: float, threshold: float) -> torch.Tensor:
+    """The block means of the windowed intensity against max(Otsu's threshold of the patch's block means, t)."""
     means = (sums.double() / s ** 3 - lo) / (hi - lo)
     patch_threshold = otsu_thresholds(means.flatten(1)).clamp(min=float(threshold))
     return means >= patch_threshold[:, None, None, None]
+
+
+def _windowed_criterion(rule: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A criterion on the block sums of channel 0 clamped to the window (into channel 0 of ``out`` when given)."""
+
+    def criterion(x: torch.Tensor, subvolume_size: int, window: Sequence[float], threshold: float,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        lo, hi = _check_window(window)
+        clamped = _clamped_channel0(x, lo, hi, out=out)  # a channel slice of a contiguous batch is fine
+        sums = _block_sums(clamped if out is not None else clamped.contiguous(), subvolume_size)
+        return rule(sums, subvolume_size, lo, hi, threshold)
+
+    criterion.__doc__ = rule.__doc__
+    return criterion
+
+
+def _nonzero_criterion(x: torch.Tensor, subvolume_size: int, window: Sequence[float], threshold: float,
+                       out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`nonzero_subvolumes` with ``threshold`` as the share (``window`` and ``out`` unused)."""
+    return nonzero_subvolumes(x, subvolume_size, threshold)
+
+
+#: The foreground criteria by name (their names and meanings: :data:`nnunet_subfore.recipe.CRITERIA`). Each maps
+#: a batch (B, C, D, H, W), the subvolume side, the window and the threshold (and optionally a batch-sized
+#: scratch buffer) to the bool (B, D/s, H/s, W/s) foreground subvolumes. The one place a criterion is chosen.
+FOREGROUND_CRITERIA: Dict[str, Callable[..., torch.Tensor]] = {
+    "fixed": _windowed_criterion(_fixed_rule),
+    "otsu": _windowed_criterion(_otsu_rule),
+    "nonzero": _nonzero_criterion,
+}
 
 
 def windowed_block_means(x: torch.Tensor, subvolume_size: int = DEFAULT_SUBVOLUME_SIZE,
@@ -195,17 +217,8 @@ def foreground_subvolumes(
         bool tensor (B, D/s, H/s, W/s), True for foreground subvolumes.
     """
     _check_volume(hu, subvolume_size, "hu")
-    _check_criterion(criterion)
-    if criterion == "nonzero":
-        return nonzero_subvolumes(hu, subvolume_size, threshold)
-    lo, hi = _check_window(window)
-    clamped = _clamped_channel0(hu, lo, hi).contiguous()
-    return _foreground_from_clamped(clamped, subvolume_size, lo, hi, threshold, criterion)
-
-
-def _check_criterion(criterion: str) -> None:
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+    check_masking_settings(criterion=criterion)
+    return FOREGROUND_CRITERIA[criterion](hu, subvolume_size, window, threshold)
 
 
 def sample_subvolume_mask(
@@ -229,10 +242,7 @@ def sample_subvolume_mask(
         bool tensor shaped like ``candidates``. Outside ``"random"`` it is never True where
         ``candidates`` is False.
     """
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
-    if not 0.0 <= float(ratio) <= 1.0:
-        raise ValueError(f"ratio must lie in [0, 1], got {ratio}.")
+    check_masking_settings(selection=selection, ratio=ratio)
     if candidates.dtype != torch.bool:
         raise ValueError(f"candidates must be a bool tensor, got dtype {candidates.dtype}.")
     scores = torch.rand(candidates.shape, generator=generator, device=candidates.device)
@@ -265,8 +275,7 @@ def fill_masked(
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """Replace the masked voxels of ``x`` (all channels) with N(0, 1) noise or zeros; returns a new tensor."""
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
+    check_masking_settings(fill=fill)
     if fill == "zero":
         return x.masked_fill(voxel_mask, 0.0)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -326,17 +335,10 @@ class ForegroundMasker:
         fill: str = PAPER_MASKING.fill,
         criterion: str = PAPER_MASKING.criterion,
     ) -> None:
-        _check_criterion(criterion)
-        if selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
-        if fill not in FILLS:
-            raise ValueError(f"fill must be one of {FILLS}, got {fill!r}.")
-        if not 0.0 <= float(ratio) <= 1.0:
-            raise ValueError(f"ratio must lie in [0, 1], got {ratio}.")
-        if subvolume_size < 1:
-            raise ValueError(f"subvolume_size must be a positive integer, got {subvolume_size}.")
-        self.subvolume_size = int(subvolume_size)
-        self.window = _check_window(window)
+        checked = check_masking_settings(window=window, subvolume_size=subvolume_size, ratio=ratio,
+                                         selection=selection, fill=fill, criterion=criterion)
+        self.subvolume_size = checked["subvolume_size"]
+        self.window = checked["window"]
         self.threshold = float(threshold)
         self.ratio = float(ratio)
         self.selection = selection
@@ -386,12 +388,8 @@ class ForegroundMasker:
             raise ValueError(f"x must be a floating point tensor, got dtype {x.dtype}.")
         x = x.contiguous()
         s = self.subvolume_size
-        lo, hi = self.window
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        if self.criterion == "nonzero":
-            fg = nonzero_subvolumes(x, s, self.threshold)
-        else:
-            fg = _foreground_from_clamped(_clamped_channel0(x, lo, hi, out=out), s, lo, hi, self.threshold, self.criterion)
+        fg = FOREGROUND_CRITERIA[self.criterion](x, s, self.window, self.threshold, out=out)
         sub = sample_subvolume_mask(fg, self.ratio, self.selection, generator)
         x8, out8, m = subvolume_view(x, s), subvolume_view(out, s), broadcastable_subvolume_mask(sub)
         if self.fill == "noise":

@@ -10,7 +10,7 @@ foreground subvolume is masked with probability 0.6 and filled with N(0, 1) nois
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 #: How the subvolumes to mask are chosen (see :func:`nnunet_subfore.masking.sample_subvolume_mask`).
 SELECTIONS = ("bernoulli", "exact", "random")
@@ -31,6 +31,43 @@ PLANS_MASKING_KEY = "subfore_masking"
 AIR_HU = -1000.0
 #: HU above which a CT voxel may be body (body masks of unlabeled CT); a CT volume in HU has voxels below it.
 BODY_THRESHOLD_HU = -500.0
+
+
+def check_masking_settings(*, window: Optional[Sequence[float]] = None, threshold: Optional[float] = None,
+                           subvolume_size: Optional[int] = None, ratio: Optional[float] = None,
+                           selection: Optional[str] = None, fill: Optional[str] = None,
+                           criterion: Optional[str] = None, error: Type[Exception] = ValueError) -> Dict[str, Any]:
+    """The one validator of masking settings: the recipe, the masking functions and the figures call it.
+
+    Args:
+        window, threshold, subvolume_size, ratio, selection, fill, criterion: the settings to check (see
+            :class:`MaskingRecipe`); ``None`` means not given, and is not checked.
+        error: the exception raised (the commands pass :class:`nnunet_subfore.errors.UserError`).
+
+    Returns:
+        The given settings, normalized: ``window`` as a tuple of two floats, ``subvolume_size`` an int.
+
+    Raises:
+        ValueError: (or ``error``) a setting out of range or unknown, naming it and the value.
+    """
+    checked: Dict[str, Any] = {}
+    if window is not None:
+        if len(window) != 2 or not float(window[1]) > float(window[0]):
+            raise error(f"window must be (low, high) with high > low, got {tuple(window)}.")
+        checked["window"] = (float(window[0]), float(window[1]))
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise error(f"threshold applies to the windowed intensity in [0, 1], got {threshold}.")
+    if subvolume_size is not None:
+        if isinstance(subvolume_size, bool) or int(subvolume_size) != subvolume_size or subvolume_size < 1:
+            raise error(f"subvolume_size must be a positive integer, got {subvolume_size!r}.")
+        checked["subvolume_size"] = int(subvolume_size)
+    if ratio is not None and not 0.0 <= float(ratio) <= 1.0:
+        raise error(f"ratio must lie in [0, 1], got {ratio}.")
+    for name, value, allowed in (("selection", selection, SELECTIONS), ("fill", fill, FILLS),
+                                 ("criterion", criterion, CRITERIA)):
+        if value is not None and value not in allowed:
+            raise error(f"{name} must be one of {allowed}, got {value!r}.")
+    return checked
 
 
 @dataclass(frozen=True)
@@ -59,22 +96,9 @@ class MaskingRecipe:
     criterion: str = "fixed"
 
     def __post_init__(self) -> None:
-        lo, hi = (float(v) for v in self.window)
-        if not hi > lo:
-            raise ValueError(f"window must be (low, high) with high > low, got {tuple(self.window)}.")
-        object.__setattr__(self, "window", (lo, hi))
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold applies to the windowed intensity in [0, 1], got {self.threshold}.")
-        if int(self.subvolume_size) < 1:
-            raise ValueError(f"subvolume_size must be a positive integer, got {self.subvolume_size}.")
-        if not 0.0 <= float(self.ratio) <= 1.0:
-            raise ValueError(f"ratio must lie in [0, 1], got {self.ratio}.")
-        if self.selection not in SELECTIONS:
-            raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}.")
-        if self.fill not in FILLS:
-            raise ValueError(f"fill must be one of {FILLS}, got {self.fill!r}.")
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion must be one of {CRITERIA}, got {self.criterion!r}.")
+        object.__setattr__(self, "window", check_masking_settings(
+            window=self.window, threshold=self.threshold, subvolume_size=self.subvolume_size, ratio=self.ratio,
+            selection=self.selection, fill=self.fill, criterion=self.criterion)["window"])
 
     @property
     def threshold_hu(self) -> float:

@@ -45,7 +45,7 @@ from nnunet_subfore.masking import (
 )
 from nnunet_subfore.reporting.canvas import check_figure_output, save_figure, wrap_title
 from nnunet_subfore.reporting.slices import frame_slice, outline_subvolumes
-from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, CRITERIA, FILLS, PAPER_MASKING
+from nnunet_subfore.recipe import AIR_HU, BODY_THRESHOLD_HU, PAPER_MASKING, check_masking_settings
 
 MAX_DEFAULT_SIDE = 96
 
@@ -249,8 +249,8 @@ def default_patch_size(shape: Sequence[int], subvolume_size: int, max_side: int 
 
 
 def _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill, criterion) -> Tuple[float, float]:
-    if not isinstance(subvolume_size, (int, np.integer)) or subvolume_size < 1:
-        raise UserError(f"subvolume_size must be a positive integer, got {subvolume_size!r}.")
+    checked = check_masking_settings(window=window, threshold=threshold, subvolume_size=subvolume_size,
+                                     ratio=ratio, fill=fill, criterion=criterion, error=UserError)
     if patch_size is not None:
         if len(patch_size) != 3 or any(int(p) < 1 for p in patch_size):
             raise UserError(f"patch_size must be three positive integers (D, H, W), got {list(patch_size)}.")
@@ -261,17 +261,7 @@ def _check_arguments(patch_size, subvolume_size, window, threshold, ratio, fill,
                 f"sides: {bad}). Use multiples of {subvolume_size}, e.g. "
                 f"{[max(round(int(p) / subvolume_size), 1) * subvolume_size for p in patch_size]}, or leave it out."
             )
-    if len(window) != 2 or not float(window[1]) > float(window[0]):
-        raise UserError(f"window must be (low, high) HU with high > low, got {tuple(window)}.")
-    if not 0.0 <= float(ratio) <= 1.0:
-        raise UserError(f"ratio must lie in [0, 1], got {ratio}.")
-    if not 0.0 <= float(threshold) <= 1.0:
-        raise UserError(f"threshold applies to the windowed intensity in [0, 1], got {threshold}.")
-    if fill not in FILLS:
-        raise UserError(f"fill must be one of {FILLS}, got {fill!r}.")
-    if criterion not in CRITERIA:
-        raise UserError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
-    return float(window[0]), float(window[1])
+    return checked["window"]
 
 
 def _counts(mask: torch.Tensor, fg: torch.Tensor) -> MaskCounts:

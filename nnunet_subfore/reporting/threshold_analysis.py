@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from nnunet_subfore.errors import UserError
-from nnunet_subfore.recipe import PAPER_MASKING
+from nnunet_subfore.recipe import PAPER_MASKING, check_masking_settings
 from nnunet_subfore.reporting.canvas import save_figure, wrap_title, wrap_to_width
 from nnunet_subfore.reporting.outputs import report_paths, write_report
 
@@ -148,12 +148,8 @@ def threshold_analysis(raw_folder: Path, window: Sequence[float] = PAPER_MASKING
         progress: called with each case name.
     """
     raw_folder = Path(raw_folder)
-    lo, hi = float(window[0]), float(window[1])
-    if not hi > lo:
-        raise UserError(f"window must be (low, high) with high > low, got {tuple(window)}.")
-    s = int(subvolume_size)
-    if s < 1:
-        raise UserError(f"subvolume size must be a positive integer, got {subvolume_size}.")
+    checked = check_masking_settings(window=window, subvolume_size=subvolume_size, error=UserError)
+    (lo, hi), s = checked["window"], checked["subvolume_size"]
     dataset_json, files = _dataset_files(raw_folder)
     names = _label_names(dataset_json)
     cases = sorted(files)

@@ -83,21 +83,20 @@ def test_the_slices_cross_the_masked_subvolume_nearest_the_centre():
 def test_the_demo_s_swinunetr_pretraining_checkpoint_and_fine_tuning_checkpoint(demo_run, tmp_path, capsys):
     """Checkpoints as nnUNetv2_train wrote them (logging with numpy scalars, the fold folder's JSON files): the
     pretraining one is drawn through the console script, the fine-tuning one refused."""
-    from subfore_test_helpers import demo_heldout_images, result_folder, run
+    from subfore_test_helpers import demo_heldout_images, demo_label_efficiency_folds, result_folder, run
 
-    from nnunet_subfore.demo import DOWNSTREAM_ID, DOWNSTREAM_NAME, DOWNSTREAM_PLANS, FINETUNER, PRETRAIN_ID, \
-        PRETRAIN_NAME, PRETRAINER
+    from nnunet_subfore.demo import PRETRAIN_ID, PRETRAIN_NAME, PRETRAINER
     from nnunet_subfore.paths import dataset_folder_name
 
-    _, env, _ = demo_run
+    workdir, env, _ = demo_run
     pretrain = result_folder(env, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME), PRETRAINER) / "fold_0"
-    downstream = dataset_folder_name(DOWNSTREAM_ID, DOWNSTREAM_NAME)
     image = demo_heldout_images(env)[0]
     out = tmp_path / "reconstruction.png"
     done = run(["nnunet-subfore", "show-reconstruction", str(pretrain / "checkpoint_final.pth"), str(image), "-o",
                 str(out)], env)
     assert "masked L1 " in done.stdout and "(swinunetr, 3d_fullres)" in done.stdout
     assert out.read_bytes()[:8] == PNG and not ink_on_border(out)
-    finetuned = result_folder(env, downstream, FINETUNER, DOWNSTREAM_PLANS) / "fold_0" / "checkpoint_final.pth"
+    finetuned = demo_label_efficiency_folds(workdir)[("pretrained", 1)] / "checkpoint_final.pth"
+    assert finetuned.is_file()
     assert main(["show-reconstruction", str(finetuned), str(image), "-o", str(tmp_path / "no.png")]) == 2
     assert "does not pretrain" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
