@@ -218,7 +218,8 @@ def test_the_derived_folder_links_the_user_data_and_leaves_it_untouched(preproce
 
 
 def test_worker_counts_follow_the_cores_and_the_user_wins(tmp_path):
-    assert worker_counts(2, "cpu") == {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": "2"}
+    assert worker_counts(2, "cpu") == {"nnUNet_def_n_proc": "1", "nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": "2",
+                                       "OMP_WAIT_POLICY": "PASSIVE"}
     assert worker_counts(16, "cuda") == {"nnUNet_def_n_proc": "8", "nnUNet_n_proc_DA": "12"}
     layout = RunLayout(tmp_path, DATASET, PLANS, "3d_fullres")
     env = experiment_environment(layout, Arm("fg", "T"), "cuda", base={"nnUNet_n_proc_DA": "3", "nnUNet_raw": "/r",
