@@ -14,8 +14,9 @@ that nnU-Net plans itself (the network nnU-Net users train, fine-tuned with nnU-
 4. ``nnUNetv2_train ... -tr <pretrainer>`` (HU foreground MIM)
 5. ``show-reconstruction``: what the pretrained network reconstructs on a held-out image, with its masked
    L1 against the best constant
-6. ``label-efficiency``: the fine-tuning trainer from the pretrained weights (full transfer, the stock
-   trainer's recipe) and from scratch, with 1 and 2 labelled cases, one seed, each run an
+6. ``adapt-checkpoint --encoder-only`` (the pretrained encoder and stem, the decoder as nnU-Net initializes
+   it: the transfer recipe the benchmark supports, docs/benchmarks.md), then ``label-efficiency``: the
+   fine-tuning trainer from those weights (the stock trainer's recipe) and from scratch, with 1 and 2 labelled cases, one seed, each run an
    ``nnUNetv2_train`` whose final validation predicts and scores the held-out cases
 7. the table, a one-line reading computed from it, and where everything is
 
@@ -55,6 +56,8 @@ MARKER = ".subfore_demo"
 SHAPE = (48, 64, 64)
 #: The label-efficiency run: labelled cases per fine-tuning, subset seeds, the pretrained arm's name.
 LABEL_COUNTS, SEEDS, PRETRAINED_ARM = (1, 2), (0,), "pretrained"
+#: The encoder-only checkpoint the pretrained arm starts from (in ``WORKDIR/checkpoints``).
+ENCODER_ONLY_CHECKPOINT = "pretrained_encoder_only.pth"
 #: How torch's OpenMP threads wait: sleeping, not spinning. Measured, one step of the demo's tiny U-Net with
 #: 2 threads on 2 cores: quiet machine 0.16 s spinning (OpenMP's default), 0.19 s sleeping, 0.26-0.28 s with one
 #: thread; with other jobs on the cores 1.8-2.4 s spinning, 0.30-0.33 s sleeping, 0.27-0.30 s with one thread.
@@ -120,8 +123,8 @@ class Demo:
             "Plan and preprocess; the downstream set takes the pretraining plans",
             f"Pretrain: HU foreground masked image modeling ({chain.pretrainer})",
             "What the pretrained network reconstructs (show-reconstruction, on a held-out image)",
-            f"Label efficiency: {chain.finetuner} from the pretrained weights vs from scratch, {counts} labelled "
-            f"cases, one seed (nnunet-subfore label-efficiency)",
+            f"Label efficiency: {chain.finetuner} from the pretrained encoder (adapt-checkpoint --encoder-only) vs "
+            f"from scratch, {counts} labelled cases, one seed (nnunet-subfore label-efficiency)",
             "Summary",
         )
 
@@ -253,12 +256,24 @@ class Demo:
         print(f"      {reconstruction_reading(result.masked_l1, result.constant_l1)}", flush=True)
         return result, png
 
-    def label_efficiency(self, checkpoint: Path):
-        """Pretrained (full transfer) vs scratch at :data:`LABEL_COUNTS` through ``label_efficiency``."""
+    def encoder_only(self, checkpoint: Path) -> Path:
+        """``adapt-checkpoint --encoder-only`` of ``checkpoint`` for the fine-tuning trainer: the pretrained encoder
+        and stem, every other tensor as the trainer initializes it (seed 0)."""
+        chain = self.chain
+        plans = self.folder("nnUNet_preprocessed") / self.dataset("downstream") / f"{chain.downstream_plans}.json"
+        output = self.workdir / "checkpoints" / ENCODER_ONLY_CHECKPOINT
+        self.run("encoder_only", ["nnunet-subfore", "adapt-checkpoint", str(checkpoint), "--plans", str(plans), "-c",
+                                  "3d_fullres", "-tr", chain.finetuner, "--num-input-channels", "1", "--encoder-only",
+                                  "--seed", "0", "-o", str(output)])
+        return output
+
+    def label_efficiency(self, pretrained: Path):
+        """The pretrained encoder vs scratch at :data:`LABEL_COUNTS` through ``label_efficiency``."""
         from nnunet_subfore.label_efficiency import label_efficiency
 
         self.step()
         chain, plans = self.chain, self.chain.downstream_plans
+        checkpoint = self.encoder_only(pretrained)
         train = f"nnUNetv2_train {DOWNSTREAM_ID} 3d_fullres FOLD -p {plans} -device cpu -tr"
         print(f"      $ {train} {chain.finetuner} -pretrained_weights {checkpoint}\n      $ {train} {chain.scratch}\n"
               f"      (one fold per labelled-case count and seed; every fold's validation cases are the held-out "
@@ -303,6 +318,7 @@ class Demo:
               f"{self.folder('nnUNet_results')}")
         print(f"  pretraining run:   {self.result_dir('pretrain', chain.pretrainer, chain.pretrain_plans)}")
         print(f"  reconstruction:    {reconstruction_png}")
+        print(f"  encoder-only:      {self.workdir / 'checkpoints' / ENCODER_ONLY_CHECKPOINT} (the pretrained arm's start)")
         print(f"  label efficiency:  {', '.join(str(p) for p in result.files)}")
         for run_result in result.results:
             print(f"  {run_result.run.describe()}: {layout.fold_folder(run_result.run) / 'validation'} "

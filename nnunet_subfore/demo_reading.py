@@ -118,10 +118,10 @@ def nothing_learned_notes(table: LabelEfficiencyTable, reconstruction_learned: O
                 f"start did."]
     notes = []
     for arm in sorted(silent):
-        reason = (f"fine-tuning starts from every pretrained tensor but the segmentation heads (the decoder too, full "
-                  f"transfer at nnU-Net's learning rate), and in {budget} those in-painting features did not turn into "
-                  f"organ features where scratch's random start did ({BENCHMARKS}, section 5.3: at this scale the "
-                  f"pretrained U-Net finds the liver later than from scratch, or not within the budget)")
+        reason = (f"fine-tuning starts from the pretrained encoder and stem (the decoder as nnU-Net initializes it, "
+                  f"at nnU-Net's learning rate), and in {budget} those in-painting features did not turn into organ "
+                  f"features where scratch's random start did ({BENCHMARKS}, section 4: at this scale pretraining "
+                  f"shows no gain over scratch, and full transfer a loss)")
         if reconstruction_learned is False:
             reason += ("; and the pretraining itself did not beat the best constant (the reconstruction line above): "
                        "it carried over an intensity level rather than anatomy")

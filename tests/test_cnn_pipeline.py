@@ -98,6 +98,13 @@ def test_cnn_demo_fine_tunes_through_label_efficiency_and_nnunet_validation(cnn_
     assert overlap["checked"] is True and overlap["shared"] == []
     assert overlap["cases_checked"]["validation"] == len(demo_heldout_images(env))
     assert not (folds["scratch", 1] / "pretraining_overlap.json").exists()
+    # the pretrained arm starts from the encoder-only checkpoint (adapt-checkpoint --encoder-only)
+    from nnunet_subfore.demo import ENCODER_ONLY_CHECKPOINT, LABEL_EFFICIENCY_FOLDER
+
+    record = json.loads((workdir / LABEL_EFFICIENCY_FOLDER / "label_efficiency.json").read_text())
+    started = {Path(r["checkpoint"]).resolve() for r in record["runs"] if r["arm"] == "pretrained"}
+    assert started == {(workdir / "checkpoints" / ENCODER_ONLY_CHECKPOINT).resolve()}
+    assert "encoder-only" in done.stdout and "adapt-checkpoint" in done.stdout
 
 
 def test_stock_nnunet_trainer_loads_every_tensor_but_the_heads(cnn_demo_run, cnn_checkpoint, monkeypatch):
