@@ -60,7 +60,7 @@ def test_the_validation_messages_live_in_the_recipe_alone():
     messages = re.compile(r"ratio must lie in|threshold applies to the windowed|subvolume_size must be a positive|"
                           r"(selection|fill|criterion) must be one of|window must be \(low, high\)")
     package = Path(nnunet_subfore.__file__).parent
-    assert sorted(p.name for p in package.rglob("*.py") if messages.search(p.read_text())) == ["recipe.py"]
+    assert sorted(p.name for p in package.rglob("*.py") if messages.search(p.read_text(encoding="utf-8"))) == ["recipe.py"]
 
 
 def test_the_criteria_registry_is_the_recipe_s_list_and_each_entry_is_the_documented_criterion():
