@@ -16,8 +16,9 @@ that nnU-Net plans itself (the network nnU-Net users train, fine-tuned with nnU-
    L1 against the best constant
 6. ``adapt-checkpoint --encoder-only`` (the pretrained encoder and stem, the decoder as nnU-Net initializes
    it: the transfer recipe the benchmark supports, docs/benchmarks.md), then ``label-efficiency``: the
-   fine-tuning trainer from those weights (the stock trainer's recipe) and from scratch, with 1 and 2 labelled cases, one seed, each run an
-   ``nnUNetv2_train`` whose final validation predicts and scores the held-out cases
+   fine-tuning trainer from those weights (the stock trainer's recipe) and from scratch, with 1 and 2
+   labelled cases, one seed, each run an ``nnUNetv2_train`` whose final validation predicts and scores
+   the held-out cases
 7. the table, a one-line reading computed from it, and where everything is
 
 The trainers are the shipped ``_demo`` variants: tiny networks, 32^3 patches, a few hundred iterations.
@@ -256,12 +257,17 @@ class Demo:
         print(f"      {reconstruction_reading(result.masked_l1, result.constant_l1)}", flush=True)
         return result, png
 
+    @property
+    def encoder_only_checkpoint(self) -> Path:
+        """Where :meth:`encoder_only` writes the pretrained arm's start."""
+        return self.workdir / "checkpoints" / ENCODER_ONLY_CHECKPOINT
+
     def encoder_only(self, checkpoint: Path) -> Path:
         """``adapt-checkpoint --encoder-only`` of ``checkpoint`` for the fine-tuning trainer: the pretrained encoder
         and stem, every other tensor as the trainer initializes it (seed 0)."""
         chain = self.chain
         plans = self.folder("nnUNet_preprocessed") / self.dataset("downstream") / f"{chain.downstream_plans}.json"
-        output = self.workdir / "checkpoints" / ENCODER_ONLY_CHECKPOINT
+        output = self.encoder_only_checkpoint
         self.run("encoder_only", ["nnunet-subfore", "adapt-checkpoint", str(checkpoint), "--plans", str(plans), "-c",
                                   "3d_fullres", "-tr", chain.finetuner, "--num-input-channels", "1", "--encoder-only",
                                   "--seed", "0", "-o", str(output)])
@@ -318,7 +324,7 @@ class Demo:
               f"{self.folder('nnUNet_results')}")
         print(f"  pretraining run:   {self.result_dir('pretrain', chain.pretrainer, chain.pretrain_plans)}")
         print(f"  reconstruction:    {reconstruction_png}")
-        print(f"  encoder-only:      {self.workdir / 'checkpoints' / ENCODER_ONLY_CHECKPOINT} (the pretrained arm's start)")
+        print(f"  encoder-only:      {self.encoder_only_checkpoint} (the pretrained arm's start)")
         print(f"  label efficiency:  {', '.join(str(p) for p in result.files)}")
         for run_result in result.results:
             print(f"  {run_result.run.describe()}: {layout.fold_folder(run_result.run) / 'validation'} "

@@ -10,6 +10,7 @@ foreground subvolume is masked with probability 0.6 and filled with N(0, 1) nois
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from numbers import Integral
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 #: How the subvolumes to mask are chosen (see :func:`nnunet_subfore.masking.sample_subvolume_mask`).
@@ -58,7 +59,7 @@ def check_masking_settings(*, window: Optional[Sequence[float]] = None, threshol
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise error(f"threshold applies to the windowed intensity in [0, 1], got {threshold}.")
     if subvolume_size is not None:
-        if isinstance(subvolume_size, bool) or int(subvolume_size) != subvolume_size or subvolume_size < 1:
+        if isinstance(subvolume_size, bool) or not isinstance(subvolume_size, Integral) or subvolume_size < 1:
             raise error(f"subvolume_size must be a positive integer, got {subvolume_size!r}.")
         checked["subvolume_size"] = int(subvolume_size)
     if ratio is not None and not 0.0 <= float(ratio) <= 1.0:

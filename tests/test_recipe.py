@@ -19,6 +19,7 @@ BAD = [
     (dict(threshold=1.5), r"threshold applies to the windowed intensity in \[0, 1\], got 1.5"),
     (dict(subvolume_size=0), "subvolume_size must be a positive integer, got 0"),
     (dict(subvolume_size=2.5), "subvolume_size must be a positive integer, got 2.5"),
+    (dict(subvolume_size="16"), "subvolume_size must be a positive integer, got '16'"),
     (dict(ratio=-0.1), r"ratio must lie in \[0, 1\], got -0.1"),
     (dict(selection="blocks"), "selection must be one of .*'random'.*, got 'blocks'"),
     (dict(fill="mean"), "fill must be one of .*'zero'.*, got 'mean'"),
