@@ -4,6 +4,7 @@
     python benchmarks/pretraining_payoff.py                      # seeds 0 1 2, labels 1 2 4: hours on 2 CPU cores
     python benchmarks/pretraining_payoff.py --seeds 0            # one seed first; rerun with more to extend
     python benchmarks/pretraining_payoff.py --quick              # plumbing: tiny runs, one seed
+    python benchmarks/pretraining_payoff.py --finetune-epochs 80 # lever: 960 fine-tuning iterations (own folder)
 
 Everything goes through nnU-Net's and nnunet-subfore's own commands (subprocesses), in ``--workdir``:
 
@@ -50,6 +51,9 @@ PRETRAIN_NAME, LABELLED_NAME = "SubForePayoffPretrain", "SubForePayoffLabelled"
 PLANS = "SubForePayoffTinyCNN"
 PRETRAINERS = {"fg": "SubForeBench_CNN_PretrainFG", "random": "SubForeBench_CNN_PretrainRandom"}
 FINETUNER, SCRATCH, WARMUP = "SubForeCNNTrainer_demo", "SubForeCNNTrainer_demo_scratch", "SubForeCNNFinetuneTrainer_demo"
+#: with ``--finetune-epochs``: the same recipes as benchmark-local classes whose length SUBFORE_BENCH_EPOCHS sets
+BENCH_TRAINERS = {FINETUNER: "SubForeBench_CNN_Finetune_fg", SCRATCH: "SubForeBench_CNN_Finetune_scratch",
+                  WARMUP: "SubForeBench_CNN_FinetuneWarmup"}
 #: arm -> (pretraining, transfer recipe, fine-tuning trainer); the scratch arm is label-efficiency's own
 ARMS = {
     "fg-full": ("fg", "full", FINETUNER),
@@ -148,15 +152,20 @@ class Bench:
     # 5. label efficiency --------------------------------------------------------------------------------
     def label_efficiency(self, arms: Dict[str, Path], heldout: List[str]) -> Path:
         a = self.args
-        command = ["nnunet-subfore", "label-efficiency", "-d", str(LABELLED_ID), "-p", PLANS, "-tr", FINETUNER,
-                   "--scratch-trainer", SCRATCH, "--labels", *map(str, a.labels), "--seeds", *map(str, a.seeds),
-                   "--heldout-cases", *heldout, "-o", str(self.work / "le"), "-device", "cpu"]
+        epochs = a.finetune_epochs
+        trainer = (lambda name: BENCH_TRAINERS[name]) if epochs else (lambda name: name)
+        out = self.work / (f"le_ft{epochs}" if epochs else "le")
+        command = ["nnunet-subfore", "label-efficiency", "-d", str(LABELLED_ID), "-p", PLANS,
+                   "-tr", trainer(FINETUNER), "--scratch-trainer", trainer(SCRATCH),
+                   "--labels", *map(str, a.labels), "--seeds", *map(str, a.seeds),
+                   "--heldout-cases", *heldout, "-o", str(out), "-device", "cpu"]
         for name, checkpoint in arms.items():
             command += ["--arm", f"{name}={checkpoint}"]
             if ARMS[name][2] != FINETUNER:
-                command += ["--arm-trainer", f"{name}={ARMS[name][2]}"]
-        self.run("label_efficiency", command, env={"nnUNet_def_n_proc": "1"})
-        return self.work / "le"
+                command += ["--arm-trainer", f"{name}={trainer(ARMS[name][2])}"]
+        env = {"nnUNet_def_n_proc": "1", **({"SUBFORE_BENCH_EPOCHS": str(epochs)} if epochs else {})}
+        self.run(out.name, command, env=env)
+        return out
 
 
 def _held_out_into_training(folder: Path, total: int) -> None:
@@ -184,6 +193,9 @@ def parse_args(argv=None):
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=sorted(ARMS))
     p.add_argument("--labels", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--finetune-epochs", type=int, default=None,
+                   help="fine-tuning epochs of 12 iterations for every arm (default: the demo trainers' 25); "
+                        "results in WORKDIR/le_ft<N>")
     p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
     p.add_argument("--quick", action="store_true", help="plumbing: 6 pretraining cases, 2 epochs, one seed, 1 label")
     args = p.parse_args(argv)
@@ -205,7 +217,7 @@ def main(argv=None) -> int:
         arms[name] = checkpoints[kind] if recipe == "full" else bench.encoder_only(kind, checkpoints[kind])
     out = bench.label_efficiency(arms, heldout)
     results = HERE / "results"
-    tag = "_quick" if args.quick else ""
+    tag = ("_quick" if args.quick else "") + (f"_ft{args.finetune_epochs}" if args.finetune_epochs else "")
     for suffix in ("md", "csv", "json", "png"):
         source = out / f"label_efficiency.{suffix}"
         if source.is_file():

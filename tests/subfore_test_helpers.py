@@ -14,7 +14,9 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
+from nnunet_subfore.adaptation_plan import ADAPTATION_PLAN_KEY
 from nnunet_subfore.commands import CommandError, nnunet_environment, run_command
 from nnunet_subfore.registry import trainer_path
 
@@ -420,3 +422,42 @@ def tiny_ct_volume(shape=(48, 64, 64), seed: int = 0) -> np.ndarray:
 def write_ct(path: Path, hu: np.ndarray, spacing=(2.0, 2.0, 2.0)) -> Path:
     """``hu`` (z, y, x) as an image file with (z, y, x) ``spacing`` (SimpleITK writes the suffix's format)."""
     return write_image(path, hu, spacing=tuple(reversed(spacing)), origin=(0.0, 0.0, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------ nnssl format
+#: A ResidualEncoderUNet with ResEnc-L's layout scaled down (3 stages, 4-8-16 features, blocks 1-2-2).
+TINY_RESENC_KWARGS = dict(
+    n_stages=3, features_per_stage=[4, 8, 16], conv_op="torch.nn.modules.conv.Conv3d", kernel_sizes=[[3, 3, 3]] * 3,
+    strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_blocks_per_stage=[1, 2, 2], n_conv_per_stage_decoder=[1, 1],
+    conv_bias=True, norm_op="torch.nn.modules.instancenorm.InstanceNorm3d", norm_op_kwargs={"eps": 1e-05, "affine": True},
+    dropout_op=None, dropout_op_kwargs=None, nonlin="torch.nn.LeakyReLU", nonlin_kwargs={"inplace": True})
+REQUIRES_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+
+
+def build(class_name, kwargs, in_ch, out_ch, seed=0):
+    """nnU-Net's builder for a plans' architecture (initialized as nnU-Net initializes it, seeded)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    torch.manual_seed(seed)
+    return get_network_from_plans(class_name, kwargs, REQUIRES_IMPORT, in_ch, out_ch, allow_init=True,
+                                  deep_supervision=False)
+
+
+def nnssl_checkpoint(path, network, arch_class_name="ResidualEncoderUNet", arch_kwargs=None, spacing=(1.0, 1.0, 1.0),
+                     pretrain_patch=(32, 32, 32), recommended=(32, 32, 32), weights=None):
+    """An nnssl-format checkpoint (DESIGN.md 6.1): the network's full state dict (aliases included), the
+    adaptation plan with nnssl's fields, citations; plain values only."""
+    plan = {
+        "architecture_plans": {"arch_class_name": arch_class_name, "arch_kwargs": arch_kwargs,
+                               "arch_kwargs_requiring_import": REQUIRES_IMPORT if arch_kwargs else None},
+        "pretrain_plan": {"dataset_name": "Dataset745_OpenMind", "plans_name": "nnsslPlans",
+                          "configurations": {"onemmiso": {"spacing": list(spacing), "patch_size": list(pretrain_patch),
+                                                          "normalization_schemes": ["ZScoreNormalization"]}}},
+        "pretrain_num_input_channels": 1, "recommended_downstream_patchsize": list(recommended),
+        "key_to_encoder": "encoder.stages", "key_to_stem": "encoder.stem",
+        "keys_to_in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"], "key_to_lpe": None,
+    }
+    torch.save({"network_weights": network.state_dict() if weights is None else weights, ADAPTATION_PLAN_KEY: plan,
+                "citations": [{"type": "pretraining", "name": "test", "apa_citations": ["A paper."]}]}, path)
+    return path

@@ -105,7 +105,7 @@ def test_encoder_from_the_checkpoint_decoder_freshly_initialized(case, tmp_path,
     assert json.loads(json.dumps(record)) == record
     assert record["recipe"] == "encoder-only" and record["seed"] == 7
     assert (record["checkpoint_keys"], record["fresh_keys"]) == (len(encoder), len(decoder))
-    assert f"carried over: {len(encoder)} tensors" in printed and f"freshly initialized" in printed
+    assert f"carried over: {len(encoder)} tensors" in printed and "freshly initialized" in printed
     assert f"{len(decoder)} tensors" in printed and "seed 7" in printed
 
     # nnU-Net's own loader takes it into the fine-tuning network (with its classes), tensor by tensor

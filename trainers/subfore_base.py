@@ -7,8 +7,11 @@ import each other and the library by absolute ``nnunet_subfore...`` names only.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -257,6 +260,22 @@ def archive_problem(path: str) -> Optional[str]:
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         return f"not a complete checkpoint ({e})"
     return None if bad is None else f"damaged member {bad}"
+
+
+def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
+    """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any.
+
+    The one place that reads ``sys.argv``: nnU-Net 2.8 passes the path to its own loader
+    (``run_training.maybe_load_checkpoint``) after ``initialize()``, never to the trainer, and offers
+    no hook; the trainer needs it to check the checkpoint (with the fix in the message) before
+    nnU-Net's loader asserts.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    # nnUNetv2_train's options that share the prefix, so that `-p PLANS` is read as nnU-Net reads it
+    parser.add_argument("-p", default=None)
+    parser.add_argument("-pretrained_weights", default=None)
+    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return Path(known.pretrained_weights) if known.pretrained_weights else None
 
 
 def no_augmentation_patch_setup(trainer: nnUNetTrainer, mirror_axes: Optional[Sequence[int]] = None):

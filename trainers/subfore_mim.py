@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -21,6 +22,13 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 from torch import distributed as dist
 
+from nnunet_subfore.checkpoints import load_checkpoint
+from nnunet_subfore.continuation import (
+    CONTINUATION_FILE,
+    continuation_error_message,
+    continuation_record,
+    continuation_weights,
+)
 from nnunet_subfore.crops import center_crop
 from nnunet_subfore.data.fingerprints import (
     CHECKPOINT_KEY,
@@ -36,7 +44,11 @@ from nnunet_subfore.masking import ForegroundMasker
 from nnunet_subfore.masking_setup import masker_for_plans
 from nnunet_subfore.rank_masking import mask_generator, union_mean_scale, union_means
 from nnunet_subfore.recipe import PAPER_MASKING, PLANS_MASKING_KEY, recipe_from_plans
-from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, no_augmentation_patch_setup
+from nnunet_subfore.trainers.subfore_base import (
+    SubForeTrainerBase,
+    no_augmentation_patch_setup,
+    pretrained_weights_from_argv,
+)
 from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
 from nnunet_subfore.trainers.subfore_nnunet_copies import mim_on_epoch_end
 
@@ -105,6 +117,46 @@ class SubForeMIMTrainer(SubForeTrainerBase):
             self.fail(str(e))
         self.print_to_log_file(f"Masking: {self.masker}")
         super().initialize()
+        weights = pretrained_weights_from_argv()
+        if weights is not None:
+            self.continue_pretraining_from(weights)
+
+    # ----------------------------------------------------------------------------------------------
+    # continued pretraining: -pretrained_weights (ours or nnssl's), output heads kept where they fit
+    def continue_pretraining_from(self, path: Path) -> None:
+        """Load ``path`` into the network before nnU-Net's ``-pretrained_weights`` loader runs: every tensor that
+        loader copies plus the reconstruction heads where they fit (it skips those), with the fix in the message
+        when the checkpoint does not fit; writes :data:`nnunet_subfore.continuation.CONTINUATION_FILE`."""
+        try:
+            checkpoint = load_checkpoint(path)
+        except UserError as e:
+            self.fail(str(e))
+        state, report = continuation_weights(self.plain_network.state_dict(), checkpoint["network_weights"])
+        if not report.ok:
+            self.fail(continuation_error_message(report, path, self.__class__.__name__, self.plans_manager.dataset_name,
+                                                 self.plans_manager.plans_name))
+        self.plain_network.load_state_dict(state)
+        self.continuation = continuation_record(path, checkpoint, report)
+        self.print_to_log_file(f"Continued pretraining from {path}:\n{report.describe()}")
+        if self.local_rank == 0:
+            with open(os.path.join(self.output_folder, CONTINUATION_FILE), "w") as f:
+                json.dump(self.continuation, f, indent=1)
+
+    def _continuation_of_this_run(self) -> Optional[dict]:
+        """The continuation record of this run: set by -pretrained_weights, or read back on --c; a record left by an
+        earlier run in the folder of a fresh run without -pretrained_weights is removed (its weights were not loaded)."""
+        if getattr(self, "continuation", None) is not None:
+            return self.continuation
+        path = os.path.join(self.output_folder, CONTINUATION_FILE)
+        if not os.path.isfile(path):
+            return None
+        if self.current_epoch > 0:  # --c: the checkpoint holds the continued weights
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        if self.local_rank == 0:
+            os.remove(path)
+            self.print_to_log_file(f"Removed {CONTINUATION_FILE} of an earlier run: this run starts from a fresh network.")
+        return None
 
     def build_masker(self) -> ForegroundMasker:
         """The masker in nnU-Net's normalized units, after checking that the plans keep the threshold visible
@@ -122,6 +174,7 @@ class SubForeMIMTrainer(SubForeTrainerBase):
     # leakage guard: the content fingerprint of every pretraining case, in the checkpoints and the fold folder
     def on_train_start(self):
         super().on_train_start()
+        self.continuation = self._continuation_of_this_run()
         self.record_pretraining_fingerprints()
 
     def record_pretraining_fingerprints(self) -> None:
@@ -146,8 +199,10 @@ class SubForeMIMTrainer(SubForeTrainerBase):
         except UserError as e:
             self.print_to_log_file(f"Leakage guard: no fingerprints recorded: {e}")
             return
+        earlier = (getattr(self, "continuation", None) or {}).get("earlier_fingerprints", [])
         self.pretraining_fingerprints = fingerprint_record(
-            prints, dataset, fold=self.fold, trained_on=list(train_keys), validated_on=list(val_keys))
+            prints, dataset, fold=self.fold, trained_on=list(train_keys), validated_on=list(val_keys),
+            **({"earlier": earlier} if earlier else {}))
         with open(os.path.join(self.output_folder, PRETRAINING_FINGERPRINTS_FILE), "w") as f:
             json.dump(self.pretraining_fingerprints, f, indent=1)
         self.print_to_log_file(f"Leakage guard: content fingerprints of the {len(prints)} cases of {raw} recorded "

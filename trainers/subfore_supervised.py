@@ -8,13 +8,10 @@ plans' CNN) set the backbone and the few attributes that differ.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
-from typing import Optional
 
 from nnunet_subfore.checkpoints import compare_state_dicts, load_checkpoint, transfer_error_message
 from nnunet_subfore.data.fingerprints import (
@@ -30,23 +27,7 @@ from nnunet_subfore.data.fingerprints import (
 )
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.networks import backbone_of_state_dict
-from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase
-
-
-def pretrained_weights_from_argv(argv=None) -> Optional[Path]:
-    """The ``-pretrained_weights`` argument of the running ``nnUNetv2_train``, if any.
-
-    The one place that reads ``sys.argv``: nnU-Net 2.8 passes the path to its own loader
-    (``run_training.maybe_load_checkpoint``) after ``initialize()``, never to the trainer, and offers
-    no hook; the trainer needs it to check the checkpoint (with the fix in the message) before
-    nnU-Net's loader asserts.
-    """
-    parser = argparse.ArgumentParser(add_help=False)
-    # nnUNetv2_train's options that share the prefix, so that `-p PLANS` is read as nnU-Net reads it
-    parser.add_argument("-p", default=None)
-    parser.add_argument("-pretrained_weights", default=None)
-    known, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return Path(known.pretrained_weights) if known.pretrained_weights else None
+from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, pretrained_weights_from_argv
 
 
 class SubForeFinetuneTrainer(SubForeTrainerBase):

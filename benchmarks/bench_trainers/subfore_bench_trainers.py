@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from nnunet_subfore.trainers.subfore_variants import (
+    SubForeCNNFinetuneTrainer_demo,
     SubForeCNNPretrainTrainer_demo,
     SubForeCNNTrainer_demo,
     SubForeCNNTrainer_demo_scratch,
@@ -110,3 +111,7 @@ class SubForeBench_CNN_Finetune_random(_BenchSettings, SubForeCNNTrainer_demo):
 
 class SubForeBench_CNN_Finetune_scratch(_BenchSettings, SubForeCNNTrainer_demo_scratch):
     """From scratch, same recipe: the arms differ only in the initial weights."""
+
+
+class SubForeBench_CNN_FinetuneWarmup(_BenchSettings, SubForeCNNFinetuneTrainer_demo):
+    """Fine-tuning with the package's warm-up recipe (SubForeCNNFinetuneTrainer), same network and length."""

@@ -123,11 +123,19 @@ def fingerprint_record(fingerprints: CaseFingerprints, dataset: str, **extra) ->
 
 
 def record_fingerprints(record: Mapping) -> CaseFingerprints:
-    """The ``{case: [fingerprints]}`` of a stored record; refuses a record of another scheme."""
-    if record.get("scheme") != FINGERPRINT_SCHEME:
-        raise UserError(f"The stored fingerprints use the scheme {record.get('scheme')!r}, not "
-                        f"{FINGERPRINT_SCHEME!r}; they cannot be compared.")
-    return {str(k): [str(f) for f in v] for k, v in record["cases"].items()}
+    """The ``{case: [fingerprints]}`` of a stored record; refuses a record of another scheme.
+
+    A continued pretraining run's record also lists the sets of the runs it continued from (``earlier``): their
+    cases are included as ``DATASET/case``, so a fine-tuning run checks against every image the weights have seen.
+    """
+    cases: CaseFingerprints = {}
+    for i, part in enumerate([record, *record.get("earlier", [])]):
+        if part.get("scheme") != FINGERPRINT_SCHEME:
+            raise UserError(f"The stored fingerprints use the scheme {part.get('scheme')!r}, not "
+                            f"{FINGERPRINT_SCHEME!r}; they cannot be compared.")
+        prefix = "" if i == 0 else f"{part.get('dataset')}/"
+        cases.update({f"{prefix}{k}": [str(f) for f in v] for k, v in part["cases"].items()})
+    return cases
 
 
 @dataclass

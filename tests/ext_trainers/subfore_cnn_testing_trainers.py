@@ -43,3 +43,15 @@ class SubForeCNNFinetuneTrainer_short(SubForeCNNFinetuneTrainer_demo):
 
     epochs = 2
     iterations_per_epoch = 4
+
+
+class SubForeCNNPretrainTrainer_firststep(SubForeCNNPretrainTrainer_twoiters):
+    """Two iterations that also save the network's weights as the first optimizer step sees them
+    (``weights_at_first_step.pth`` in the fold folder): what a continued pretraining starts from."""
+
+    def train_step(self, batch: dict) -> dict:
+        path = f"{self.output_folder}/weights_at_first_step.pth"
+        if not getattr(self, "_first_step_saved", False):
+            torch.save({k: v.detach().cpu().clone() for k, v in self.plain_network.state_dict().items()}, path)
+            self._first_step_saved = True
+        return super().train_step(batch)
