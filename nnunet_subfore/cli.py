@@ -306,28 +306,38 @@ def _add_show_reconstruction(sub) -> None:
 
 
 def _cmd_check_overlap(args) -> int:
-    from nnunet_subfore.data.fingerprints import check_overlap
+    from nnunet_subfore.data.overlap import check_overlap
     from nnunet_subfore.paths import find_dataset_name, nnunet_folder
 
     if len(args.datasets) != 2:
         raise UserError(f"Give two datasets: -d PRETRAIN_ID -d DOWNSTREAM_ID (got {len(args.datasets)}).")
     raw = nnunet_folder("raw", args.raw_root)
     pretrain, downstream = (raw / find_dataset_name(d, raw) for d in args.datasets)
+    from nnunet_subfore.data.fingerprint_store import FingerprintStore
+
+    store = FingerprintStore(args.cache)
     report = check_overlap(pretrain, downstream, [Path(p) for p in args.images or []],
                            progress=lambda case: print(f"  fingerprinting {case}", file=sys.stderr, flush=True)
-                           if args.verbose else None)
+                           if args.verbose else None, near=not args.exact_only, store=store)
+    if args.verbose:
+        print(f"  {store.reads} image(s) read, the rest from {store.folder}", file=sys.stderr)
     print(report.describe())
     return 1 if report.shared else 0
 
 
 def _add_check_overlap(sub) -> None:
     p = sub.add_parser("check-overlap", help="find cases of a downstream dataset that were pretraining cases "
-                       "(same voxels under another name or format); exit 1 when any is found")
+                       "(same voxels under another name or format, or a crop, resample, rescaled or reoriented "
+                       "copy); exit 1 when any is found")
     p.add_argument("-d", dest="datasets", action="append", required=True,
                    help="twice: -d PRETRAIN_ID -d DOWNSTREAM_ID (IDs or DatasetXXX_NAME in $nnUNet_raw)")
     p.add_argument("--images", action="append", metavar="DIR",
                    help="also check the images in DIR (e.g. the downstream imagesTs); repeatable")
     p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--exact-only", action="store_true",
+                   help="only exact copies (skips the near-duplicate search, which compares every pair of cases)")
+    p.add_argument("--cache", metavar="DIR", help="where fingerprints are kept between runs "
+                   "(default: $SUBFORE_CACHE/fingerprints, else ~/.cache/nnunet_subfore/fingerprints)")
     p.add_argument("-v", dest="verbose", action="store_true", help="name each case while it is read")
     p.set_defaults(func=_cmd_check_overlap)
 

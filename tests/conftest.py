@@ -40,6 +40,17 @@ def share_the_cores() -> None:
 share_the_cores()
 
 
+def keep_caches_out_of_home() -> None:
+    """The fingerprint store (SUBFORE_CACHE) of a test session lives in a fresh temporary folder, never in ~/.cache
+    (the commands the tests start inherit it)."""
+    import tempfile
+
+    os.environ["SUBFORE_CACHE"] = tempfile.mkdtemp(prefix="subfore_cache_")
+
+
+keep_caches_out_of_home()
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:

@@ -12,8 +12,10 @@ hash of an image's voxels, independent of file name and format:
 - the hash covers the shape and the spacing rounded to 1/1000 mm (NIfTI stores spacing as float32,
   MetaImage as text) and the voxel bytes; the origin and the file's metadata are left out.
 
-The same scan resampled, cropped or re-quantized gives another fingerprint: this finds copies, not
-near-duplicates. Cases are read from a raw dataset through its own ``dataset.json`` (nnU-Net's
+The same scan resampled, cropped or re-quantized gives another fingerprint: the fingerprint finds copies.
+:func:`nnunet_subfore.data.overlap.check_overlap` also finds near-duplicates (crops, resamples, rescaled or reoriented copies) with
+the descriptors of :mod:`nnunet_subfore.data.near_duplicates`, both computed once per file by
+:class:`nnunet_subfore.data.fingerprint_store.FingerprintStore`. Cases are read from a raw dataset through its own ``dataset.json`` (nnU-Net's
 ``get_filenames_of_train_images_and_targets``); a case is shared when any of its channel images has
 the fingerprint of an image of the other set.
 """
@@ -25,7 +27,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -105,13 +107,14 @@ def folder_cases(folder: Path, file_ending: Optional[str] = None) -> Dict[str, L
 
 
 def fingerprint_cases(cases: Mapping[str, Sequence[Path]],
-                      progress: Optional[Callable[[str], None]] = None) -> CaseFingerprints:
-    """``{case: [fingerprint per channel file]}``; ``progress`` is called with each case name."""
+                      progress: Optional[Callable[[str], None]] = None, store=None) -> CaseFingerprints:
+    """``{case: [fingerprint per channel file]}``; ``progress`` is called with each case name. With a
+    :class:`~nnunet_subfore.data.fingerprint_store.FingerprintStore`, stored fingerprints are reused."""
     out: CaseFingerprints = {}
     for case, files in cases.items():
         if progress is not None:
             progress(case)
-        out[case] = [file_fingerprint(p) for p in files]
+        out[case] = [file_fingerprint(p) if store is None else store.exact(p) for p in files]
     return out
 
 
@@ -145,12 +148,22 @@ class SharedCase:
     Attributes:
         case: the case's name in the checked set.
         role: which part of the checked set it belongs to (e.g. ``"validation"``, ``"imagesTs"``).
-        seen_as: the names of the reference (pretraining) cases with an identical image.
+        seen_as: the names of the reference (pretraining) cases with an identical image (for a near-duplicate:
+            the best-scoring one).
+        kind: ``exact``, or what the near-duplicate is (:func:`nnunet_subfore.data.near_duplicates.match_kind`:
+            ``crop``, ``resample``, ``reorientation``, ``intensity``).
+        score: 1.0 for an exact copy, else the descriptors' NCC.
     """
 
     case: str
     role: str
     seen_as: List[str]
+    kind: str = "exact"
+    score: float = 1.0
+
+    def describe(self) -> str:
+        how = "exact copy" if self.kind == "exact" else f"near-duplicate: {self.kind}, score {self.score:.3f}"
+        return f"  {self.role} case {self.case}: seen in pretraining as {', '.join(self.seen_as)} ({how})"
 
 
 @dataclass
@@ -175,12 +188,13 @@ class OverlapReport:
         if not self.shared:
             return f"No case of {checked} shares an image with {self.reference}."
         lines = [f"{len(self.shared)} case(s) of {checked} share an image with {self.reference}:"]
-        lines += [f"  {s.role} case {s.case}: seen in pretraining as {', '.join(s.seen_as)}" for s in self.shared]
+        lines += [s.describe() for s in self.shared]
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {"scheme": FINGERPRINT_SCHEME, "reference": self.reference, "cases_checked": self.checked,
-                "shared": [{"case": s.case, "role": s.role, "seen_in_pretraining_as": s.seen_as} for s in self.shared]}
+                "shared": [{"case": s.case, "role": s.role, "seen_in_pretraining_as": s.seen_as, "kind": s.kind,
+                            "score": s.score} for s in self.shared]}
 
 
 def find_shared(reference: CaseFingerprints, checked: Mapping[str, CaseFingerprints],
@@ -204,22 +218,6 @@ def find_shared(reference: CaseFingerprints, checked: Mapping[str, CaseFingerpri
             if seen:
                 report.shared.append(SharedCase(case, role, seen))
     return report
-
-
-def check_overlap(pretrain_raw: Path, downstream_raw: Optional[Path] = None,
-                  image_folders: Iterable[Path] = (),
-                  progress: Optional[Callable[[str], None]] = None) -> OverlapReport:
-    """Which cases of a downstream dataset (its training cases) and of ``image_folders`` (e.g. its
-    ``imagesTs``) share an image with the training cases of the pretraining dataset ``pretrain_raw``."""
-    reference = fingerprint_cases(dataset_cases(pretrain_raw), progress)
-    checked: Dict[str, CaseFingerprints] = {}
-    file_ending = None
-    if downstream_raw is not None:
-        checked[f"{Path(downstream_raw).name} training"] = fingerprint_cases(dataset_cases(downstream_raw), progress)
-        file_ending = json.loads((Path(downstream_raw) / "dataset.json").read_text(encoding="utf-8")).get("file_ending")
-    for folder in image_folders:
-        checked[str(folder)] = fingerprint_cases(folder_cases(Path(folder), file_ending), progress)
-    return find_shared(reference, checked, Path(pretrain_raw).name)
 
 
 def split_roles(fingerprints: CaseFingerprints, train_keys: Sequence[str],

@@ -8,7 +8,6 @@ import SimpleITK as sitk
 
 from nnunet_subfore.cli import main
 from nnunet_subfore.data.fingerprints import (
-    check_overlap,
     dataset_cases,
     file_fingerprint,
     find_shared,
@@ -16,6 +15,7 @@ from nnunet_subfore.data.fingerprints import (
     folder_cases,
     split_roles,
 )
+from nnunet_subfore.data.overlap import check_overlap
 from nnunet_subfore.data.phantoms import make_phantom, to_sitk, write_labelled_dataset
 
 SHAPE = (16, 24, 24)
