@@ -40,6 +40,7 @@ def _cmd_register_unlabeled(args) -> int:
         raw_root=Path(args.raw_root) if args.raw_root else None,
         force=args.force,
         body_threshold=args.body_threshold,
+        num_processes=args.num_processes,
     )
     return report.exit_code()
 
@@ -55,7 +56,11 @@ def _add_register_unlabeled(sub) -> None:
     p.add_argument("--raw-root", help="nnU-Net raw folder (default: $nnUNet_raw)")
     p.add_argument("--body-threshold", type=float, default=BODY_THRESHOLD_HU,
                    help=f"HU above which a voxel may be body (default {BODY_THRESHOLD_HU:g})")
-    p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME (one with the same ID and another name is refused)")
+    p.add_argument("-np", dest="num_processes", type=int, default=1,
+                   help="worker processes, one volume each at a time (default 1); rerunning the same command after an "
+                        "interruption goes on where it stopped")
+    p.add_argument("--force", action="store_true", help="replace an existing DatasetXXX_NAME, or start an unfinished "
+                   "registration of it over (one with the same ID and another name is refused)")
     p.set_defaults(func=_cmd_register_unlabeled)
 
 

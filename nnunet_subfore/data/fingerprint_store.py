@@ -5,8 +5,9 @@ store keeps, per image file, its exact fingerprint (:func:`nnunet_subfore.data.f
 and its near-duplicate descriptor (:func:`nnunet_subfore.data.near_duplicates.image_descriptor`), both
 computed from one read, in a cache folder: ``--cache DIR``, else ``$SUBFORE_CACHE``, else
 ``~/.cache/nnunet_subfore/fingerprints``. Never inside a user's dataset. An entry is keyed by the file's
-resolved path, size and modification time (for a DICOM folder: of every file in it), so a changed,
-replaced or moved file is read again; an entry of another scheme is recomputed. Entries are written
+name, inode, size and modification time (for a DICOM folder: of every file in it), so a changed,
+rewritten or copied file is read again, and a renamed dataset folder is not; an entry of another scheme
+is recomputed. ``register-unlabeled`` fills the store while it has each volume in memory. Entries are written
 atomically (a kill never leaves a half-written one that is then trusted).
 """
 
@@ -40,10 +41,15 @@ def default_store_folder() -> Path:
 
 
 def file_identity(path: Union[str, Path]) -> str:
-    """The key of a file's entry: its resolved path, size and mtime (a DICOM folder: those of every file in it)."""
-    path = Path(path).resolve()
+    """The key of a file's entry: its name, device, inode, size and modification time (a DICOM folder: those of
+    every file in it). A rename or move within a file system (the dataset folder put in place after registration)
+    keeps the key; a copy, a rewrite or a change gets a new one."""
+    path = Path(path)
     members = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    parts = [str(path)] + [f"{p.name}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in members]
+    parts = [path.name]
+    for member in members:
+        st = member.stat()
+        parts.append(f"{member.name}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}")
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
 
 
@@ -74,12 +80,16 @@ class FingerprintStore:
                 pass  # a damaged entry: computed again and replaced
         image = read_image(path)
         self.reads += 1
+        return self.put(path, image)
+
+    def put(self, path: Union[str, Path], image) -> Tuple[str, Optional[Descriptor]]:
+        """Store the entry of the file ``path`` from ``image``, the image it holds (already in memory)."""
         exact = image_fingerprint(image)
         try:
             descriptor = image_descriptor(image)
         except ValueError:
             descriptor = None
-        self._write(stored, exact, descriptor)
+        self._write(self.folder / f"{file_identity(path)}.npz", exact, descriptor)
         return exact, descriptor
 
     def exact(self, path: Union[str, Path]) -> str:

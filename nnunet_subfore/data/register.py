@@ -17,11 +17,20 @@ The dataset folder is claimed through :class:`nnunet_subfore.data.staging.Datase
 existing ``DatasetXXX_Name`` is replaced only with ``force``, an ID used by another dataset name is
 refused even then, and the dataset is written into a hidden folder beside its destination and moved
 into place at the end, so an interrupted or failed run leaves any earlier dataset untouched.
+
+At scale: ``num_processes`` workers register one volume each at a time (memory: one volume per
+worker), and the work folder is resumable: the same command after a kill (at any moment) keeps the
+finished cases and does the rest (:mod:`nnunet_subfore.data.register_journal`); ``force`` starts over.
+``dataset.json`` is written last, then the folder is put in place in one rename. The content
+fingerprints and near-duplicate descriptors of the leakage guard are computed while each volume is in
+memory and kept in the fingerprint store (:mod:`nnunet_subfore.data.fingerprint_store`), so that
+``check-overlap`` reads none of the registered images.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 from dataclasses import dataclass, field
@@ -34,6 +43,14 @@ from tqdm import tqdm
 
 from nnunet_subfore.data.body_mask import DEFAULT_THRESHOLD, body_mask
 from nnunet_subfore.data.ct_io import UnreadableImageError, read_image, sitk_message
+from nnunet_subfore.data.fingerprint_store import FingerprintStore, default_store_folder
+from nnunet_subfore.data.register_journal import (
+    PARTIAL,
+    RegistrationJournal,
+    case_record,
+    registered_records,
+    write_json_atomically,
+)
 from nnunet_subfore.data.staging import DatasetStaging
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.paths import dataset_folder_name, nnunet_folder
@@ -99,6 +116,8 @@ def register_unlabeled(
     force: bool = False,
     body_threshold: float = DEFAULT_THRESHOLD,
     progress: bool = True,
+    num_processes: int = 1,
+    store_folder: Optional[Union[str, Path]] = None,
 ) -> RegistrationReport:
     """Register unlabeled CT volumes as ``DatasetXXX_Name`` with body masks as labels.
 
@@ -108,43 +127,97 @@ def register_unlabeled(
     name plus the path below it, reduced to letters, digits and '-', with a counter on collision.
     Unreadable files, images that are not 3D single-channel volumes, intensities that are not CT
     in HU (no air, or a [0, 1] / non-negative range) and empty body masks are skipped and
-    reported by name; the rest is registered. Volumes are processed one at a time.
+    reported by name; the rest is registered.
 
     Args:
         sources: files and folders to register; they are only read.
         dataset_id: nnU-Net dataset ID, 1..999.
         name: dataset name (letters, digits, '-').
         raw_root: the nnU-Net raw folder; ``$nnUNet_raw`` if None.
-        force: replace an existing ``DatasetXXX_name``; refused without it. A dataset with this ID and
-            another name is refused even with ``force`` (see :mod:`nnunet_subfore.data.staging`).
+        force: replace an existing ``DatasetXXX_name``, and start an unfinished registration of it over; refused
+            without it. A dataset with this ID and another name is refused even with ``force`` (see
+            :mod:`nnunet_subfore.data.staging`).
         body_threshold: HU above which a voxel may be body (see :func:`body_mask`).
-        progress: show a progress bar (on stderr).
+        progress: show a progress bar with an ETA (on stderr).
+        num_processes: worker processes, each registering one volume at a time (1: in this process).
+        store_folder: the fingerprint store to fill (default: the default store folder).
 
     Returns:
         A :class:`RegistrationReport`; a short summary naming skipped files is printed.
 
     Raises:
         UserError: bad ID or name, a missing source, no raw root, the dataset exists and ``force``
-            is False, the ID is used by another dataset name, or the output and an input overlap.
+            is False, the ID is used by another dataset name, the output and an input overlap, an unfinished
+            registration of this dataset had other inputs, or ``num_processes`` < 1.
     """
+    if int(num_processes) < 1:
+        raise UserError(f"-np must be at least 1 (got {num_processes}).")
     folder_name = dataset_folder_name(dataset_id, name)
     root = nnunet_folder("raw", raw_root)
     sources = _checked_sources(sources)
-    staging = DatasetStaging(root, dataset_id, name, force=force, protected=sources)
+    staging = DatasetStaging(root, dataset_id, name, force=force, protected=sources, resumable=True)
     volumes, skipped = _collect_volumes(sources)
     report = RegistrationReport(output_dir=staging.destination, skipped=skipped)
     if not volumes:
         _print_summary(report, dataset_id, body_threshold, found_any=bool(skipped))
         return report
     cases = _case_names(volumes)
+    plan = {"body_threshold_hu": float(body_threshold),
+            "volumes": [{"case": c, "source": str(v.path), "dicom_series_uid": v.series_uid} for v, c in zip(volumes, cases)]}
+    store = str(Path(store_folder) if store_folder is not None else default_store_folder())
     with staging:
-        records = _register_volumes(volumes, cases, staging.path, report, body_threshold, folder_name, progress)
-        if report.registered:
-            write_body_dataset_json(staging.path, name, len(report.registered), body_threshold)
-            _write_registration_file(staging.path, folder_name, body_threshold, records, report.skipped)
+        journal = RegistrationJournal(staging.path, plan, staging.destination)
+        done = journal.records()
+        if done:
+            print(f"Resuming the registration of {folder_name}: {len(done)} of {len(volumes)} volume(s) done earlier.")
+        tasks = [(v, c, staging.path, float(body_threshold), store) for v, c in zip(volumes, cases) if c not in done]
+        bar = tqdm(total=len(volumes), initial=len(done), desc=f"register {folder_name}", unit="volume",
+                   disable=not progress)
+        for record in _run_tasks(tasks, int(num_processes)):
+            journal.finish(record)
+            bar.update()
+        bar.close()
+        records = journal.records()
+        ordered = [records[c] for c in cases]
+        _fill_report(report, ordered)
+        if not report.registered:
+            staging.discard()
+        else:
+            journal.remove()
+            _write_registration_file(staging.path, folder_name, body_threshold, registered_records(ordered),
+                                     report.skipped)
+            write_body_dataset_json(staging.path, name, len(report.registered), body_threshold)  # last
             staging.commit()
     _print_summary(report, dataset_id, body_threshold, found_any=True)
     return report
+
+
+def _run_tasks(tasks: Sequence[tuple], num_processes: int):
+    """The journal record of each task, as it finishes (in this process, or in a pool of worker processes)."""
+    if num_processes == 1 or len(tasks) <= 1:
+        yield from map(_register_task, tasks)
+        return
+    with multiprocessing.get_context("spawn").Pool(min(num_processes, len(tasks))) as pool:
+        yield from pool.imap_unordered(_register_task, tasks, chunksize=1)
+
+
+def _register_task(task: tuple) -> dict:
+    """Register one volume (a worker's unit of work): its journal record."""
+    volume, case, folder, threshold, store = task
+    reason = _register_volume(volume, Path(folder), case, threshold, FingerprintStore(store))
+    note = None if reason else _small_volume_note(Path(folder) / "imagesTr" / f"{case}_0000.nii.gz")
+    return case_record(case, volume.path, reason, note, volume.series_uid)
+
+
+def _fill_report(report: RegistrationReport, records: Sequence[dict]) -> None:
+    for record in records:
+        source = Path(record["source"])
+        if "skipped" in record:
+            report.skipped.append((source, record["skipped"]))
+            continue
+        report.registered.append((record["case"], source))
+        if record.get("note"):
+            report.notes.append((source, record["note"]))
 
 
 def _checked_sources(sources: Sequence[Union[str, Path]]) -> List[Path]:
@@ -158,32 +231,6 @@ def _checked_sources(sources: Sequence[Union[str, Path]]) -> List[Path]:
     return sources
 
 
-def _register_volumes(volumes: Sequence[_Volume], cases: Sequence[str], folder: Path, report: RegistrationReport,
-                      threshold: float, folder_name: str, progress: bool) -> List[dict]:
-    """Write each volume as its case into ``folder`` (one at a time), adding it to ``report``'s registered (with a note
-    where worth a look) or skipped; return the registration record (case, source, DICOM series UID) per registered one."""
-    (folder / "imagesTr").mkdir()
-    (folder / "labelsTr").mkdir()
-    records = []
-    bar = tqdm(
-        zip(volumes, cases), total=len(volumes), desc=f"register {folder_name}", unit="volume", disable=not progress
-    )
-    for volume, case in bar:
-        reason = _register_volume(volume, folder, case, threshold)
-        if reason is None:
-            report.registered.append((case, volume.path))
-            note = _small_volume_note(folder / "imagesTr" / f"{case}_0000.nii.gz")
-            if note:
-                report.notes.append((volume.path, note))
-            record = {"case": case, "source": str(volume.path)}
-            if volume.series_uid:
-                record["dicom_series_uid"] = volume.series_uid
-            records.append(record)
-        else:
-            report.skipped.append((volume.path, reason))
-    return records
-
-
 def _write_registration_file(folder: Path, folder_name: str, threshold: float, records: List[dict],
                              skipped: Sequence[Tuple[Path, str]]) -> None:
     """``subfore_registration.json``: the dataset, the body threshold, source -> case, and the skipped files with reasons."""
@@ -193,11 +240,13 @@ def _write_registration_file(folder: Path, folder_name: str, threshold: float, r
         "registered": records,
         "skipped": [{"source": str(p), "reason": r} for p, r in skipped],
     }
-    (folder / REGISTRATION_FILE).write_text(json.dumps(registration, indent=2) + "\n")
+    write_json_atomically(folder / REGISTRATION_FILE, registration)
 
 
-def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float) -> Optional[str]:
-    """Write one case into ``folder``; return None, or the reason it was skipped."""
+def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float,
+                     store: Optional[FingerprintStore] = None) -> Optional[str]:
+    """Write one case into ``folder`` (each file under a temporary name, then renamed: complete or absent) and
+    its fingerprints into ``store``; return None, or the reason it was skipped."""
     try:
         image = volume.read()
     except UnreadableImageError as e:
@@ -223,13 +272,19 @@ def _register_volume(volume: _Volume, folder: Path, case: str, threshold: float)
         return f"empty body mask: no voxel above {threshold:g} HU"
     image_file = folder / "imagesTr" / f"{case}_0000.nii.gz"
     label_file = folder / "labelsTr" / f"{case}.nii.gz"
+    written = []
     try:
-        sitk.WriteImage(image, str(image_file), True)
-        sitk.WriteImage(label, str(label_file), True)
+        for content, path in ((label, label_file), (image, image_file)):
+            partial = path.with_name(f".{path.name}{PARTIAL}{os.getpid()}.nii.gz")
+            written.append(partial)
+            sitk.WriteImage(content, str(partial), True)
+            os.replace(partial, path)
     except RuntimeError as e:
-        image_file.unlink(missing_ok=True)
-        label_file.unlink(missing_ok=True)
+        for path in (*written, image_file, label_file):
+            path.unlink(missing_ok=True)
         return f"could not be written as NIfTI: {sitk_message(e)}"
+    if store is not None:
+        store.put(image_file, image)
     return None
 
 

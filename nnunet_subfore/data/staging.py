@@ -17,12 +17,18 @@ on Linux, then deletes the old one: a kill at any moment leaves either the old o
 complete in place. Elsewhere the old folder is first renamed into the hidden work folder; a run
 killed between the two renames leaves it there, and the next claim of the dataset puts it back.
 Hidden work folders of runs that no longer live are removed (and named) by the next claim.
+
+A *resumable* claim (``register-unlabeled``) builds in a work folder of a fixed name
+(``.DatasetXXX_Name.resumable``) that a failed or killed run leaves in place, so that the same command
+run again continues where it stopped; ``force`` removes it and starts over. A lock in it keeps two
+runs from writing one dataset at the same time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import re
 import shutil
@@ -106,10 +112,13 @@ class DatasetStaging:
         name: dataset name (letters, digits, '-').
         force: replace an existing ``DatasetXXX_name``.
         protected: paths that must neither contain nor lie inside the dataset folder.
+        resumable: build in ``.DatasetXXX_Name.resumable``, kept when the run ends without a commit, continued by
+            the next resumable claim (removed first with ``force``).
 
     Attributes:
         destination: the dataset folder ``raw_root/DatasetXXX_name`` (resolved).
         path: where the dataset is built.
+        resumed: whether :attr:`path` holds the work of an earlier run (resumable claims only).
     """
 
     def __init__(
@@ -119,36 +128,67 @@ class DatasetStaging:
         name: str,
         force: bool = False,
         protected: Iterable[Path] = (),
+        resumable: bool = False,
     ) -> None:
         destination = Path(raw_root).resolve() / dataset_folder_name(dataset_id, name)
         recover_interrupted_runs(destination)
         self.destination = check_dataset_free(raw_root, dataset_id, name, force, protected)
         self.force = force
-        self._work = self.destination.parent / f".{self.destination.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.resumable = resumable
+        self.committed = False
+        suffix = _RESUMABLE if resumable else f"{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._work = self.destination.parent / f".{self.destination.name}{suffix}"
         self.path = self._work / self.destination.name
+        self.resumed = False
+        self._lock = None
 
     def __enter__(self) -> "DatasetStaging":
-        self.path.mkdir(parents=True)
+        if not self.resumable:
+            self.path.mkdir(parents=True)
+            return self
+        self._work.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self._work / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise UserError(f"Another run is writing {self.destination.name} ({self._work}); wait for it to end.") from None
+        if self.force and self.path.exists():
+            shutil.rmtree(self.path)
+        self.resumed = self.path.is_dir()
+        self.path.mkdir(exist_ok=True)
         return self
 
     def commit(self) -> Path:
         """Put the staged dataset in place of the destination (replacing an existing one only with ``force``)."""
         if self.force and (self.destination.exists() or self.destination.is_symlink()):
             if self.destination.is_dir() and not self.destination.is_symlink() and _exchange(self.path, self.destination):
+                self.committed = True
                 return self.destination  # the old dataset now lies at self.path, removed with the work folder
             old = self._work / _REPLACED
             self.destination.rename(old)
             self.path.rename(self.destination)
+            self.committed = True
             return self.destination
         self.path.rename(self.destination)
+        self.committed = True
         return self.destination
+
+    def discard(self) -> None:
+        """Nothing to put in place and nothing to resume: the work folder goes when the block ends."""
+        self._discarded = True
 
     def __exit__(self, *exc) -> None:
         _restore_replaced(self._work, self.destination)
-        shutil.rmtree(self._work, ignore_errors=True)
+        if self.committed or not self.resumable or getattr(self, "_discarded", False):
+            shutil.rmtree(self._work, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
 
 
 _PARTIAL = ".partial-"
+_RESUMABLE = ".resumable"
 _REPLACED = "replaced"
 
 
