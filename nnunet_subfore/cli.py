@@ -468,8 +468,22 @@ def _add_label_efficiency(sub) -> None:
     p.set_defaults(func=_cmd_label_efficiency)
 
 
+def _cmd_train(args) -> int:
+    from nnunet_subfore.distributed_training import train
+
+    return train(args.nnunet_args)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="nnUNetv2_train with the same arguments; started by torchrun (WORLD_SIZE > 1), "
+                       "DDP across every process of every node (NCCL on cuda, gloo on cpu)", add_help=False)
+    p.add_argument("nnunet_args", nargs=argparse.REMAINDER,
+                   help="nnUNetv2_train's arguments: DATASET CONFIGURATION FOLD [-tr ...] [-p ...] [-device ...]")
+    p.set_defaults(func=_cmd_train)
+
+
 #: The commands in the order ``--help`` lists them: each adds its parser (which names its handler).
-COMMANDS = (_add_trainer_path, _add_demo, _add_register_unlabeled, _add_phantoms, _add_convert, _add_plans,
+COMMANDS = (_add_trainer_path, _add_demo, _add_register_unlabeled, _add_train, _add_phantoms, _add_convert, _add_plans,
             _add_adapt_checkpoint, _add_summarize, _add_label_efficiency, _add_check_overlap, _add_threshold_analysis,
             _add_masking_report, _add_show_masking, _add_show_reconstruction)
 
@@ -486,7 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # nnUNetv2_train's arguments as they are, -h included
+        args = argparse.Namespace(command="train", func=_cmd_train, nnunet_args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -276,11 +276,14 @@ def build_plans_network(configuration_manager, num_input_channels: int, num_outp
     Args:
         configuration_manager: nnU-Net's ``ConfigurationManager`` of the configuration.
         num_input_channels, num_output_channels: for MIM the output channels are the input channels.
-        deep_supervision: nnU-Net's flag (it changes the forward's outputs, not the parameters).
+        deep_supervision: nnU-Net's flag. It changes the forward's outputs, not the parameters: without it, the
+            decoder's heads of the lower resolutions exist (checkpoints keep their layout) but take no part in the
+            forward, and are frozen here (``requires_grad`` False), as DDP stops at parameters without a gradient
+            ("Expected to have finished reduction ..."; found by the torchrun test of the CNN pretraining).
     """
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    return get_network_from_plans(
+    network = get_network_from_plans(
         configuration_manager.network_arch_class_name,
         configuration_manager.network_arch_init_kwargs,
         configuration_manager.network_arch_init_kwargs_req_import,
@@ -289,6 +292,10 @@ def build_plans_network(configuration_manager, num_input_channels: int, num_outp
         allow_init=True,
         deep_supervision=deep_supervision,
     )
+    if not deep_supervision:
+        for head in list(network.decoder.seg_layers)[:-1]:
+            head.requires_grad_(False)
+    return network
 
 
 def cnn_total_strides(arch_kwargs: dict) -> Tuple[int, ...]:

@@ -52,6 +52,8 @@ from nnunet_subfore.trainers.subfore_base import (
 from nnunet_subfore.trainers.subfore_mim_logging import MIMLocalLogger
 from nnunet_subfore.trainers.subfore_nnunet_copies import mim_on_epoch_end
 
+#: Checkpoint key of the mask streams' settings (:meth:`SubForeMIMTrainer.mask_streams`).
+MASK_STREAMS_KEY = "subfore_mask_streams"
 #: Seed of the masks drawn for validation (the same every epoch, so validation losses compare).
 VALIDATION_MASK_SEED = 12345
 
@@ -210,7 +212,21 @@ class SubForeMIMTrainer(SubForeTrainerBase):
 
     def checkpoint_extras(self) -> dict:
         record = getattr(self, "pretraining_fingerprints", None)
-        return {} if record is None else {CHECKPOINT_KEY: record}
+        extras = {MASK_STREAMS_KEY: self.mask_streams()}
+        return extras if record is None else {CHECKPOINT_KEY: record, **extras}
+
+    def mask_streams(self) -> dict:
+        """What decides the training masks: the run's seed and the number of ranks (each draws its own stream)."""
+        return {"mask_seed": int(self.mask_seed), "world_size": dist.get_world_size() if self.is_ddp else 1}
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's --c; says so when the run goes on with another number of ranks (other mask streams)."""
+        super().load_checkpoint(filename_or_checkpoint)
+        if isinstance(filename_or_checkpoint, str) and os.path.isfile(filename_or_checkpoint):
+            saved = load_checkpoint(Path(filename_or_checkpoint)).get(MASK_STREAMS_KEY)
+            if saved and saved != self.mask_streams():
+                self.print_to_log_file(f"Note: the checkpoint's masks came from {saved}; this run draws them with "
+                                       f"{self.mask_streams()}, so the mask streams do not continue as they were.")
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         return no_augmentation_patch_setup(self)
