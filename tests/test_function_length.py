@@ -16,6 +16,7 @@ MAX_LINES = 60
 
 #: ``"module:function"`` -> why it may be longer than :data:`MAX_LINES` for now.
 ALLOWED_LONG_FUNCTIONS: Dict[str, str] = {
+    "nnunet_subfore.data.register:register_unlabeled": "a public entry point: 40 lines of its docstring (every input, option and refusal); the work is in _register_missing",
 }
 
 

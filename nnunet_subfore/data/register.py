@@ -167,29 +167,36 @@ def register_unlabeled(
     store = str(Path(store_folder) if store_folder is not None else default_store_folder())
     with staging:
         journal = RegistrationJournal(staging.path, plan, staging.destination)
-        done = journal.records()
-        if done:
-            print(f"Resuming the registration of {folder_name}: {len(done)} of {len(volumes)} volume(s) done earlier.")
-        tasks = [(v, c, staging.path, float(body_threshold), store) for v, c in zip(volumes, cases) if c not in done]
-        bar = tqdm(total=len(volumes), initial=len(done), desc=f"register {folder_name}", unit="volume",
-                   disable=not progress)
-        for record in _run_tasks(tasks, int(num_processes)):
-            journal.finish(record)
-            bar.update()
-        bar.close()
-        records = journal.records()
-        ordered = [records[c] for c in cases]
-        _fill_report(report, ordered)
+        records = _register_missing(journal, volumes, cases, float(body_threshold), store, int(num_processes),
+                                    progress, folder_name)
+        _fill_report(report, records)
         if not report.registered:
             staging.discard()
         else:
             journal.remove()
-            _write_registration_file(staging.path, folder_name, body_threshold, registered_records(ordered),
+            _write_registration_file(staging.path, folder_name, body_threshold, registered_records(records),
                                      report.skipped)
             write_body_dataset_json(staging.path, name, len(report.registered), body_threshold)  # last
             staging.commit()
     _print_summary(report, dataset_id, body_threshold, found_any=True)
     return report
+
+
+def _register_missing(journal: RegistrationJournal, volumes: Sequence[_Volume], cases: Sequence[str], threshold: float,
+                      store: str, num_processes: int, progress: bool, folder_name: str) -> List[dict]:
+    """Register the volumes the journal has no record of (with a progress bar and an ETA); every volume's record,
+    in the order of ``cases``."""
+    done = journal.records()
+    if done:
+        print(f"Resuming the registration of {folder_name}: {len(done)} of {len(volumes)} volume(s) done earlier.")
+    tasks = [(v, c, journal.folder, threshold, store) for v, c in zip(volumes, cases) if c not in done]
+    with tqdm(total=len(volumes), initial=len(done), desc=f"register {folder_name}", unit="volume",
+              disable=not progress) as bar:
+        for record in _run_tasks(tasks, num_processes):
+            journal.finish(record)
+            bar.update()
+    records = journal.records()
+    return [records[c] for c in cases]
 
 
 def _run_tasks(tasks: Sequence[tuple], num_processes: int):
