@@ -564,7 +564,7 @@ class EndToEnd:
     def trainer_path(self) -> Optional[str]:
         t = time.time()
         try:
-            out = subprocess.run([console_script("nnunet-subfore"), "trainer-path"], capture_output=True, text=True,
+            out = subprocess.run([console_script("nnunet-subfore"), "trainer-path"], capture_output=True, encoding="utf-8", errors="replace",
                                  timeout=60, env=self.env, cwd=str(self.work))
             path = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
             ok = out.returncode == 0 and (Path(path) / "subfore_variants.py").exists()

@@ -112,12 +112,16 @@ def _numpy_scalar_globals() -> list:
     return [scalar, np.dtype] + [type(np.dtype(kind)) for kind in kinds]
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
     """Load an nnU-Net checkpoint on the CPU without running code from the file.
 
     ``torch.load(weights_only=True)`` with only numpy scalars and dtypes allowed besides tensors and
     plain values (nnU-Net's logging part holds numpy scalars). A pickle that asks for anything else
     (a class, a function: code a downloaded file could run) is refused before any of it runs.
+
+    Args:
+        path: the ``.pth`` file.
+        mmap: map the tensors instead of reading them (to look at a checkpoint's plain entries cheaply).
 
     Raises:
         UserError: missing, unreadable, refused, or not an nnU-Net checkpoint.
@@ -129,7 +133,7 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"Checkpoint {path} does not exist.")
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         unsafe = _unsafe_globals(path)
         raise UserError(

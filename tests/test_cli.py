@@ -18,7 +18,7 @@ SHIPPED = [
 
 
 def test_trainer_path_is_the_folder_nnunet_scans():
-    done = subprocess.run([console_script("nnunet-subfore"), "trainer-path"], capture_output=True, text=True)
+    done = subprocess.run([console_script("nnunet-subfore"), "trainer-path"], capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0
     folder = Path(done.stdout.strip())
     assert folder == trainer_path() and (folder / "subfore_pretrain.py").is_file()
@@ -67,7 +67,7 @@ def test_demo_workdir_that_cannot_be_created_is_one_message(tmp_path, capsys, mo
     a_file = tmp_path / "notes.txt"
     a_file.write_text("precious")
     done = subprocess.run([console_script("nnunet-subfore"), "demo", "--workdir", str(a_file / "demo")],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"Cannot create {a_file / 'demo'} (Not a directory): pass --workdir a folder you can write to" in done.stderr
     assert main(["demo", "--workdir", str(a_file)]) == 2

@@ -55,7 +55,7 @@ def test_quick_runs_through_nnunet_and_resumes_after_a_kill(cnn_demo_run, cnn_ch
     second_run = fold_folder(output, "pretrained", QUICK_TRAINER, 0)
     # run 1 (scratch, 1 case) finishes, run 2 (pretrained, 1 case) starts: kill the command and its nnUNetv2_train
     process = subprocess.Popen([console_script("nnunet-subfore"), *command], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, encoding="utf-8", errors="replace", start_new_session=True)
     wait_for(lambda: first_summary.is_file() and any(second_run.glob("training_log_*.txt")), process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)

@@ -229,6 +229,7 @@ class SubForeTrainerBase(nnUNetTrainer):
         """
         if isinstance(filename_or_checkpoint, str):
             filename_or_checkpoint = self._newest_intact_checkpoint(filename_or_checkpoint)
+            self.loaded_checkpoint_path = filename_or_checkpoint
         super().load_checkpoint(filename_or_checkpoint)
 
     def _newest_intact_checkpoint(self, requested: str) -> str:

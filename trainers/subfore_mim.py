@@ -222,11 +222,13 @@ class SubForeMIMTrainer(SubForeTrainerBase):
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         """nnU-Net's --c; says so when the run goes on with another number of ranks (other mask streams)."""
         super().load_checkpoint(filename_or_checkpoint)
-        if isinstance(filename_or_checkpoint, str) and os.path.isfile(filename_or_checkpoint):
-            saved = load_checkpoint(Path(filename_or_checkpoint)).get(MASK_STREAMS_KEY)
-            if saved and saved != self.mask_streams():
-                self.print_to_log_file(f"Note: the checkpoint's masks came from {saved}; this run draws them with "
-                                       f"{self.mask_streams()}, so the mask streams do not continue as they were.")
+        if isinstance(filename_or_checkpoint, dict):
+            saved = filename_or_checkpoint.get(MASK_STREAMS_KEY)
+        else:  # the intact file the base class chose; its tensors mapped, not read a second time
+            saved = load_checkpoint(Path(self.loaded_checkpoint_path), mmap=True).get(MASK_STREAMS_KEY)
+        if saved and saved != self.mask_streams():
+            self.print_to_log_file(f"Note: the checkpoint's masks came from {saved}; this run draws them with "
+                                   f"{self.mask_streams()}, so the mask streams do not continue as they were.")
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         return no_augmentation_patch_setup(self)

@@ -235,7 +235,7 @@ def test_nnunet_fingerprint_lower_percentile_is_air(tmp_path, sources):
         "nnUNetv2_extract_fingerprint")
     assert command, "nnUNetv2_extract_fingerprint not found next to the Python interpreter or on PATH"
     done = subprocess.run([command, "-d", "605", "-np", "1", "--verify_dataset_integrity", "--no_pbar"], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     fingerprint = json.loads((preprocessed / "Dataset605_Finger" / "dataset_fingerprint.json").read_text())
     properties = fingerprint["foreground_intensity_properties_per_channel"]["0"]

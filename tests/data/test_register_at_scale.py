@@ -74,7 +74,7 @@ def test_a_killed_registration_completes_when_run_again(sources, tmp_path):
     assert 5 <= done_before < N_VOLUMES + 1, "the kill should land part-way"
     assert not (raw / "Dataset951_Scale").exists()  # nothing in place before the end
 
-    again = subprocess.run(_command(sources, raw, "-np", "2"), env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_command(sources, raw, "-np", "2"), env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert again.returncode == 1, again.stdout + again.stderr  # 1: the flat volume is skipped
     assert f"{done_before} of {N_VOLUMES + 1} volume(s) done earlier" in again.stdout
     dataset = raw / "Dataset951_Scale"

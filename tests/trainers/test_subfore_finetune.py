@@ -27,7 +27,7 @@ def _bare(cls, dataset_name, output_folder, train_keys, val_keys, log):
     trainer = cls.__new__(cls)
     trainer.plans_manager = PlansManager({"plans_name": "nnUNetPlans", "dataset_name": dataset_name,
                                           "configurations": {}})
-    trainer.local_rank, trainer.fold = 0, 0
+    trainer.local_rank, trainer.fold, trainer.is_ddp = 0, 0, False
     trainer.output_folder = str(output_folder)
     trainer.device = torch.device("cpu")
     # nnU-Net's first do_split returns numpy strings (np.array(identifiers)[idx]): a safe load refuses those
@@ -84,7 +84,8 @@ def test_a_validation_case_seen_in_pretraining_under_another_name_and_format_is_
     result, log, warned = _finetune(raw, tmp_path, {CHECKPOINT_KEY: record}, ["phantom_003"])
     assert result["checked"] is True and result["cases_checked"] == {"validation": 1, "training": 3}
     assert result["shared"] == [
-        {"case": "phantom_003", "role": "validation", "seen_in_pretraining_as": ["phantom_000"]}]
+        {"case": "phantom_003", "role": "validation", "seen_in_pretraining_as": ["phantom_000"], "kind": "exact",
+         "score": 1.0}]
     assert any("validation case phantom_003" in w and "phantom_000" in w for w in warned)
     assert any("WARNING: validation case phantom_003" in line for line in log)
 
