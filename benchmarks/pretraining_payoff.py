@@ -61,6 +61,7 @@ ARMS = {
     "fg-encoder": ("fg", "encoder-only", FINETUNER),
     "random-encoder": ("random", "encoder-only", FINETUNER),
     "fg-warmup": ("fg", "full", WARMUP),
+    "fg-encoder-warmup": ("fg", "encoder-only", WARMUP),  # nnU-Net master's PretrainedTrainer recipe
 }
 DEFAULT_ARMS = ("fg-full", "random-full", "fg-encoder")
 

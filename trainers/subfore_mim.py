@@ -30,6 +30,7 @@ from nnunet_subfore.continuation import (
     continuation_weights,
 )
 from nnunet_subfore.crops import center_crop
+from nnunet_subfore.data.fingerprint_store import FingerprintStore
 from nnunet_subfore.data.fingerprints import (
     CHECKPOINT_KEY,
     PRETRAINING_FINGERPRINTS_FILE,
@@ -197,7 +198,7 @@ class SubForeMIMTrainer(SubForeTrainerBase):
             return
         train_keys, val_keys = self.do_split()
         try:
-            prints = fingerprint_cases(dataset_cases(raw))
+            prints = fingerprint_cases(dataset_cases(raw), store=FingerprintStore())
         except UserError as e:
             self.print_to_log_file(f"Leakage guard: no fingerprints recorded: {e}")
             return

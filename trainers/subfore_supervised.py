@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from nnunet_subfore.checkpoints import compare_state_dicts, load_checkpoint, transfer_error_message
+from nnunet_subfore.data.fingerprint_store import FingerprintStore
 from nnunet_subfore.data.fingerprints import (
     CHECKPOINT_KEY,
     OVERLAP_FILE,
@@ -100,7 +101,8 @@ class SubForeFinetuneTrainer(SubForeTrainerBase):
         try:
             reference = record_fingerprints(record)
             cases = dataset_cases(raw)
-            prints = fingerprint_cases({k: v for k, v in cases.items() if k in set(train_keys) | set(val_keys)})
+            prints = fingerprint_cases({k: v for k, v in cases.items() if k in set(train_keys) | set(val_keys)},
+                                       store=FingerprintStore())
         except UserError as e:
             self.print_to_log_file(f"Leakage guard: not checked: {e}")
             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -61,11 +62,13 @@ class FingerprintStore:
 
     Attributes:
         reads: how many images this store has read (the rest came from entries).
+        write_failed: whether an entry could not be written (warned once).
     """
 
     def __init__(self, folder: Optional[Union[str, Path]] = None):
         self.folder = Path(folder) if folder is not None else default_store_folder()
         self.reads = 0
+        self.write_failed = False
 
     def entry(self, path: Union[str, Path]) -> Tuple[str, Optional[Descriptor]]:
         """``(exact fingerprint, descriptor)`` of an image file (or DICOM folder); the descriptor is None for an image
@@ -96,8 +99,20 @@ class FingerprintStore:
         return self.entry(path)[0]
 
     def _write(self, stored: Path, exact: str, descriptor: Optional[Descriptor]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write an entry atomically; a store that cannot be written (a read-only home on a cluster node) costs
+        the reuse, not the result: one warning, and the fingerprints are computed again next time."""
         partial = stored.with_name(f".{stored.stem}.{os.getpid()}.partial.npz")
-        np.savez_compressed(partial, scheme=np.array(FINGERPRINT_SCHEME), descriptor_scheme=np.array(DESCRIPTOR_SCHEME),
-                            exact=np.array(exact), **(descriptor_to_arrays(descriptor) if descriptor else {}))
-        os.replace(partial, stored)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(partial, scheme=np.array(FINGERPRINT_SCHEME),
+                                descriptor_scheme=np.array(DESCRIPTOR_SCHEME), exact=np.array(exact),
+                                **(descriptor_to_arrays(descriptor) if descriptor else {}))
+            os.replace(partial, stored)
+        except OSError as e:
+            if partial.parent.is_dir():
+                partial.unlink(missing_ok=True)
+            if not self.write_failed:
+                warnings.warn(f"Fingerprint store {self.folder} cannot be written ({e}): fingerprints are not kept "
+                              f"and will be computed again. Set ${CACHE_VARIABLE} (or --cache) to a writable folder.",
+                              stacklevel=3)
+            self.write_failed = True

@@ -179,6 +179,7 @@ class OverlapReport:
     reference: str
     checked: Dict[str, int] = field(default_factory=dict)
     shared: List[SharedCase] = field(default_factory=list)
+    near_skipped: List[str] = field(default_factory=list)
 
     def shared_in(self, role: str) -> List[SharedCase]:
         return [s for s in self.shared if s.role == role]
@@ -186,15 +187,24 @@ class OverlapReport:
     def describe(self) -> str:
         checked = ", ".join(f"{n} {role}" for role, n in self.checked.items())
         if not self.shared:
-            return f"No case of {checked} shares an image with {self.reference}."
-        lines = [f"{len(self.shared)} case(s) of {checked} share an image with {self.reference}:"]
-        lines += [s.describe() for s in self.shared]
+            lines = [f"No case of {checked} shares an image with {self.reference}."]
+        else:
+            lines = [f"{len(self.shared)} case(s) of {checked} share an image with {self.reference}:"]
+            lines += [s.describe() for s in self.shared]
+        if self.near_skipped:
+            from nnunet_subfore.data.near_duplicates import MIN_EXTENT_MM
+
+            lines.append(f"Checked for exact copies only ({len(self.near_skipped)}: {', '.join(self.near_skipped[:5])}"
+                         f"{', ...' if len(self.near_skipped) > 5 else ''}): smaller than "
+                         f"{' x '.join(f'{m:g}' for m in MIN_EXTENT_MM)} mm (z, y, x), too small a field for the "
+                         f"near-duplicate search to tell a crop from an unrelated scan.")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {"scheme": FINGERPRINT_SCHEME, "reference": self.reference, "cases_checked": self.checked,
                 "shared": [{"case": s.case, "role": s.role, "seen_in_pretraining_as": s.seen_as, "kind": s.kind,
-                            "score": s.score} for s in self.shared]}
+                            "score": s.score} for s in self.shared],
+                "near_search_skipped": list(self.near_skipped)}
 
 
 def find_shared(reference: CaseFingerprints, checked: Mapping[str, CaseFingerprints],

@@ -17,7 +17,7 @@ from nnunet_subfore.data.fingerprints import (
     fingerprint_cases,
     folder_cases,
 )
-from nnunet_subfore.data.near_duplicates import NEAR_THRESHOLD, match_kind, near_score
+from nnunet_subfore.data.near_duplicates import NEAR_THRESHOLD, match_kind, near_score, searchable
 
 
 def check_overlap(pretrain_raw: Path, downstream_raw: Optional[Path] = None,
@@ -46,10 +46,12 @@ def check_overlap(pretrain_raw: Path, downstream_raw: Optional[Path] = None,
     report = find_shared(reference, checked, Path(pretrain_raw).name)
     if near:
         exact = {(s.role, s.case) for s in report.shared}
+        descriptors = {role: {case: [store.entry(p)[1] for p in files] for case, files in cases.items()
+                              if (role, case) not in exact} for role, cases in checked_cases.items()}
+        report.near_skipped = [f"{role}: {case}" for role, cases in descriptors.items() for case, found in cases.items()
+                               if not any(d is not None and searchable(d) for d in found)]
         report.shared += find_near(
-            {case: [store.entry(p)[1] for p in files] for case, files in reference_cases.items()},
-            {role: {case: [store.entry(p)[1] for p in files] for case, files in cases.items()
-                    if (role, case) not in exact} for role, cases in checked_cases.items()})
+            {case: [store.entry(p)[1] for p in files] for case, files in reference_cases.items()}, descriptors)
     return report
 
 

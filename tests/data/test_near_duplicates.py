@@ -116,3 +116,40 @@ def test_check_overlap_names_crop_resample_and_rescale_and_nothing_else(datasets
     assert main(["check-overlap", "-d", "811", "-d", "812", "--images", str(extra), "--raw-root", str(raw)]) == 1
     assert "(near-duplicate: resample" in capsys.readouterr().out
     assert main(["check-overlap", "-d", "811", "-d", "812", "--raw-root", str(raw), "--exact-only"]) == 0
+
+
+def test_an_in_plane_crop_matches_as_well_as_a_copy(source):
+    """The crop's cut edges are left out of the comparison: its high-pass saw the edge where the source's saw anatomy."""
+    crop = source[12:116, 20:110, :]  # 156 x 135 mm of the 192 x 192 mm field, geometry kept
+    score = near_score(image_descriptor(crop), image_descriptor(source))
+    assert score is not None and score > 0.99
+
+
+def test_fields_too_small_to_tell_apart_are_checked_for_exact_copies_only(tmp_path):
+    """Phantoms of a 96 mm field are miniature bodies alike at the descriptor's 8 mm scale: unrelated ones scored up
+    to 0.96 against each other. Below the minimum extent no near-duplicate is reported, and the report says so."""
+    raw = tmp_path / "raw"
+    small = dict(shape=(24, 48, 48), spacing=(5.0, 2.0, 2.0))
+    pre = write_labelled_dataset(raw, 813, "SmallPre", 6, seed=10, **small)
+    down = write_labelled_dataset(raw, 814, "SmallDown", 3, seed=20, **small)
+    copied = sitk.ReadImage(str(pre / "imagesTr" / "phantom_004_0000.nii.gz"))
+    sitk.WriteImage(copied, str(down / "imagesTr" / "phantom_001_0000.nii.gz"))
+    report = check_overlap(pre, down, store=FingerprintStore(tmp_path / "store"))
+    assert [(s.case, s.kind) for s in report.shared] == [("phantom_001", "exact")]
+    assert sorted(report.near_skipped) == ["Dataset814_SmallDown training: phantom_000",
+                                           "Dataset814_SmallDown training: phantom_002"]
+    assert "exact copies only (2:" in report.describe()
+    assert report.to_json()["near_search_skipped"] == report.near_skipped
+
+
+def test_a_store_that_cannot_be_written_warns_once_and_still_answers(tmp_path):
+    image, _, spacing = make_phantom(3, (24, 72, 72), spacing=(5.0, 2.0, 2.0))
+    path = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(to_sitk(image, spacing), str(path))
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the store's folder should be")
+    store = FingerprintStore(blocked / "fingerprints")
+    with pytest.warns(UserWarning, match="cannot be written.*SUBFORE_CACHE"):
+        first = store.entry(path)
+    assert store.write_failed and first[0] == FingerprintStore(tmp_path / "ok").exact(path)
+    assert store.entry(path)[0] == first[0] and store.reads == 2  # nothing kept: read again, no second warning
