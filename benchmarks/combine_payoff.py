@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Pool label-efficiency tables of runs that used different seeds into one table.
+
+    python benchmarks/combine_payoff.py results/pretraining_payoff_ft80.csv results/pretraining_payoff_ft80_seeds345.csv \
+        -o results/pretraining_payoff_ft80_pooled.md
+
+Each CSV is what ``nnunet-subfore label-efficiency`` writes (a ``dice_seed_N`` column per seed). A run is paired
+with scratch *of the same CSV* only (each work folder pretrained its own checkpoints; CPU pretraining is not
+bit-reproducible), so a seed present in two files is refused. The pooled table uses the package's own paired
+difference (95 % t-interval over seeds, wins), so it reads like ``label_efficiency.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, Tuple
+
+from nnunet_subfore.reporting.label_efficiency_report import paired_difference
+
+SCRATCH = "scratch"
+
+
+def read(paths) -> Dict[Tuple[str, int], Dict[int, float]]:
+    """``{(arm, labelled cases): {seed: Dice}}`` over every file; a seed may come from one file only."""
+    dice: Dict[Tuple[str, int], Dict[int, float]] = defaultdict(dict)
+    owner: Dict[int, Path] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                for column, value in row.items():
+                    if not column.startswith("dice_seed_") or value in ("", None):
+                        continue
+                    seed = int(column[len("dice_seed_"):])
+                    if owner.setdefault(seed, path) != path:
+                        raise SystemExit(f"seed {seed} is in {owner[seed]} and in {path}: pool runs of distinct seeds")
+                    dice[(row["arm"], int(row["labelled_cases"]))][seed] = float(value)
+    return dice
+
+
+def table(dice: Dict[Tuple[str, int], Dict[int, float]], sources) -> str:
+    lines = ["| arm | labelled cases | seeds | Dice (%) mean | difference to scratch (points) | 95% interval | wins | reading |",
+             "|---|---:|---:|---:|---:|---|---:|---|"]
+    for (arm, labels) in sorted(dice, key=lambda k: (k[0] != SCRATCH, k[0], k[1])):
+        values = dice[(arm, labels)]
+        mean = 100 * sum(values.values()) / len(values)
+        if arm == SCRATCH:
+            lines.append(f"| {arm} | {labels} | {len(values)} | {mean:.1f} |  |  |  |  |")
+            continue
+        d = paired_difference(values, dice.get((SCRATCH, labels), {}))
+        interval = f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n >= 2 else ""
+        lines.append(f"| {arm} | {labels} | {d.n} | {mean:.1f} | {100 * d.mean:+.1f} | {interval} | {d.wins}/{d.n} "
+                     f"| {d.reading} |")
+    head = ["## Pooled label efficiency", "",
+            "Runs pooled (each arm paired with scratch of its own run, seeds distinct): "
+            + ", ".join(f"`{Path(p).name}`" for p in sources) + ".", ""]
+    return "\n".join(head + lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("csv", nargs="+", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="Markdown file (default: print only)")
+    args = p.parse_args(argv)
+    text = table(read(args.csv), args.csv)
+    if args.output:
+        args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
