@@ -26,6 +26,7 @@ from nnunet_subfore.data.fingerprints import (
     record_fingerprints,
     split_roles,
 )
+from nnunet_subfore.data.overlap import near_duplicates_of_fold
 from nnunet_subfore.errors import UserError
 from nnunet_subfore.networks import backbone_of_state_dict
 from nnunet_subfore.trainers.subfore_base import SubForeTrainerBase, pretrained_weights_from_argv
@@ -107,16 +108,38 @@ class SubForeFinetuneTrainer(SubForeTrainerBase):
             self.print_to_log_file(f"Leakage guard: not checked: {e}")
             return
         report = find_shared(reference, split_roles(prints, train_keys, val_keys), str(record.get("dataset")))
+        near_note = self._add_near_duplicates(report, record, cases, val_keys, nnUNet_raw)
         with open(out, "w") as f:
             json.dump({"checked": True, "pretrained_weights": str(path), "fold": self.fold, **report.to_json()},
                       f, indent=2)
         for shared in report.shared_in("validation"):
+            how = "" if shared.kind == "exact" else f", a near-duplicate: {shared.kind}, score {shared.score:.3f}"
             message = (f"WARNING: validation case {shared.case} of fold {self.fold} was seen in pretraining (as "
-                       f"{', '.join(shared.seen_as)} of {report.reference}): its validation Dice is not an unseen-data "
-                       f"result.")
+                       f"{', '.join(shared.seen_as)} of {report.reference}{how}): its validation Dice is not an "
+                       f"unseen-data result.")
             self.print_to_log_file(message)
             warnings.warn(message, stacklevel=2)
         n_val, n_train = len(report.shared_in("validation")), len(report.shared_in("training"))
         self.print_to_log_file(
             f"Leakage guard: {n_val} of {len(val_keys)} validation and {n_train} training case(s) of fold {self.fold} "
             f"share an image with the pretraining cases of {report.reference} (details: {out}).")
+        if near_note:
+            self.print_to_log_file(f"Leakage guard: {near_note}; `nnunet-subfore check-overlap` runs it.")
+
+    def _add_near_duplicates(self, report, record: dict, cases: dict, val_keys, raw_root) -> str:
+        """Add the validation cases that are near-duplicates (crops, resamples, rescaled copies) of pretraining
+        cases to ``report``, when the pretraining raw dataset is on this machine; returns why not, if not."""
+        pretrain_raw = raw_dataset_folder(raw_root, str(record.get("dataset")))
+        if pretrain_raw is None:
+            return f"near-duplicate search not run: the pretraining raw dataset {record.get('dataset')} is not in nnUNet_raw"
+        exact = {s.case for s in report.shared_in("validation")}
+        try:
+            seen = set(record.get("cases", {}))
+            pretrain_cases = {k: v for k, v in dataset_cases(pretrain_raw).items() if k in seen}
+            shared, skipped, note = near_duplicates_of_fold(
+                pretrain_cases, {k: cases[k] for k in val_keys if k in cases and k not in exact}, FingerprintStore())
+        except UserError as e:
+            return f"near-duplicate search not run: {e}"
+        report.shared += shared
+        report.near_skipped += [f"validation: {case}" for case in skipped]
+        return note

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from nnunet_subfore.data.fingerprint_store import FingerprintStore
 from nnunet_subfore.data.fingerprints import (
@@ -53,6 +53,30 @@ def check_overlap(pretrain_raw: Path, downstream_raw: Optional[Path] = None,
         report.shared += find_near(
             {case: [store.entry(p)[1] for p in files] for case, files in reference_cases.items()}, descriptors)
     return report
+
+
+#: The most comparisons the fine-tuning trainers' near-duplicate search makes at a training start (about 20 s on
+#: one core for the small volumes of benchmarks/scaling.py; more for full-size CT). Beyond it they say so and
+#: point to ``check-overlap``, which has no limit.
+TRAINER_MAX_PAIRS = 20_000
+
+
+def near_duplicates_of_fold(pretrain_cases: Mapping[str, Sequence[Path]], fold_cases: Mapping[str, Sequence[Path]],
+                            store, max_pairs: int = TRAINER_MAX_PAIRS) -> Tuple[List[SharedCase], List[str], str]:
+    """The near-duplicate search of a training start: ``fold_cases`` (``{case: [files]}``, the validation cases not
+    already found as exact copies) against the pretraining cases (``{case: [files]}``), through ``store``.
+
+    Returns ``(shared cases with role "validation", cases checked for exact copies only, note)``; ``note`` says
+    why nothing was searched (more than ``max_pairs`` comparisons) and is empty otherwise.
+    """
+    pairs = len(pretrain_cases) * len(fold_cases)
+    if pairs > max_pairs:
+        return [], [], (f"near-duplicate search not run at the training start ({len(pretrain_cases)} x "
+                        f"{len(fold_cases)} = {pairs} comparisons, more than {max_pairs})")
+    checked = {case: [store.entry(p)[1] for p in files] for case, files in fold_cases.items()}
+    skipped = [case for case, found in checked.items() if not any(d is not None and searchable(d) for d in found)]
+    reference = {case: [store.entry(p)[1] for p in files] for case, files in pretrain_cases.items()}
+    return find_near(reference, {"validation": checked}), skipped, ""
 
 
 def find_near(reference: Mapping[str, Sequence], checked: Mapping[str, Mapping[str, Sequence]]) -> List[SharedCase]:

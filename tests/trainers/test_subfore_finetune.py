@@ -110,3 +110,23 @@ def test_without_recorded_fingerprints_the_check_says_so(raw, tmp_path):
     result, log, warned = _finetune(raw, tmp_path, {}, ["phantom_003"])
     assert result["checked"] is False and "records no fingerprints" in result["reason"]
     assert any("not checked" in line for line in log)
+
+
+def test_a_validation_case_cropped_from_a_pretraining_case_is_named_as_a_near_duplicate(tmp_path, monkeypatch):
+    """The warning also finds what public collections republish: here a z-crop of a pretraining scan."""
+    raw = tmp_path / "raw"
+    field = dict(shape=(24, 72, 72), spacing=(5.0, 2.0, 2.0))  # 120 x 144 x 144 mm: the near search's field
+    pre = write_labelled_dataset(raw, 801, "Pre", 3, seed=1, **field)
+    down = write_labelled_dataset(raw, 802, "Down", 4, seed=2, **field)
+    for kind, suffix in (("images", "_0000"), ("labels", "")):
+        source = sitk.ReadImage(str(pre / f"{kind}Tr" / f"phantom_001{suffix}.nii.gz"))
+        sitk.WriteImage(source[:, :, 4:18], str(down / f"{kind}Tr" / f"phantom_003{suffix}.nii.gz"))
+    import nnunetv2.paths
+
+    monkeypatch.setattr(nnunetv2.paths, "nnUNet_raw", str(raw))
+    record, _ = _pretraining_record(raw, tmp_path)
+    result, log, warned = _finetune(raw, tmp_path, {CHECKPOINT_KEY: record}, ["phantom_002", "phantom_003"])
+    assert [(s["case"], s["kind"], s["seen_in_pretraining_as"]) for s in result["shared"]] == [
+        ("phantom_003", "crop", ["phantom_001"])]
+    assert result["shared"][0]["score"] >= 0.95 and result["near_search_skipped"] == []
+    assert any("phantom_003" in w and "near-duplicate: crop" in w for w in warned)
