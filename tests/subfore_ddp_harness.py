@@ -132,7 +132,7 @@ def stub_fingerprint_inputs(trainer) -> None:
     """record_pretraining_fingerprints without a raw dataset: the fingerprinting itself is tested elsewhere."""
     subfore_mim.raw_dataset_folder = lambda root, name: Path("raw")
     subfore_mim.dataset_cases = lambda raw: {"case0": []}
-    subfore_mim.fingerprint_cases = lambda cases: {"case0": ["0" * 64]}
+    subfore_mim.fingerprint_cases = lambda cases, **kwargs: {"case0": ["0" * 64]}
     trainer.do_split = lambda: (["case0"], ["case1"])
     trainer.dataset_class, trainer.preprocessed_dataset_folder = OneCaseDataset, "unused"
 
