@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -159,6 +159,12 @@ def _fits(small: np.ndarray, large_shape: Sequence[int]) -> List[np.ndarray]:
 def searchable(descriptor: Descriptor) -> bool:
     """Whether the image is at least :data:`MIN_EXTENT_MM` along every axis (smaller ones are never compared)."""
     return all(n >= m for n, m in zip(descriptor.grid.shape, _min_voxels()))
+
+
+def unsearchable_cases(cases: Mapping[str, Sequence[Optional[Descriptor]]]) -> List[str]:
+    """The cases (``{case: [descriptors]}``, None for a file without one) of which no image is :func:`searchable`:
+    these are checked for exact copies only."""
+    return [case for case, found in cases.items() if not any(d is not None and searchable(d) for d in found)]
 
 
 def near_score(a: Descriptor, b: Descriptor) -> Optional[float]:

@@ -17,7 +17,7 @@ from nnunet_subfore.data.fingerprints import (
     fingerprint_cases,
     folder_cases,
 )
-from nnunet_subfore.data.near_duplicates import NEAR_THRESHOLD, match_kind, near_score, searchable
+from nnunet_subfore.data.near_duplicates import NEAR_THRESHOLD, match_kind, near_score, unsearchable_cases
 
 
 def check_overlap(pretrain_raw: Path, downstream_raw: Optional[Path] = None,
@@ -48,8 +48,8 @@ def check_overlap(pretrain_raw: Path, downstream_raw: Optional[Path] = None,
         exact = {(s.role, s.case) for s in report.shared}
         descriptors = {role: {case: [store.entry(p)[1] for p in files] for case, files in cases.items()
                               if (role, case) not in exact} for role, cases in checked_cases.items()}
-        report.near_skipped = [f"{role}: {case}" for role, cases in descriptors.items() for case, found in cases.items()
-                               if not any(d is not None and searchable(d) for d in found)]
+        report.near_skipped = [f"{role}: {case}" for role, cases in descriptors.items()
+                               for case in unsearchable_cases(cases)]
         report.shared += find_near(
             {case: [store.entry(p)[1] for p in files] for case, files in reference_cases.items()}, descriptors)
     return report
@@ -74,7 +74,7 @@ def near_duplicates_of_fold(pretrain_cases: Mapping[str, Sequence[Path]], fold_c
         return [], [], (f"near-duplicate search not run at the training start ({len(pretrain_cases)} x "
                         f"{len(fold_cases)} = {pairs} comparisons, more than {max_pairs})")
     checked = {case: [store.entry(p)[1] for p in files] for case, files in fold_cases.items()}
-    skipped = [case for case, found in checked.items() if not any(d is not None and searchable(d) for d in found)]
+    skipped = unsearchable_cases(checked)
     reference = {case: [store.entry(p)[1] for p in files] for case, files in pretrain_cases.items()}
     return find_near(reference, {"validation": checked}), skipped, ""
 

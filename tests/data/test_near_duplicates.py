@@ -14,7 +14,7 @@ from nnunet_subfore.cli import main
 from nnunet_subfore.data import fingerprint_store
 from nnunet_subfore.data.fingerprint_store import FingerprintStore
 from nnunet_subfore.data.overlap import check_overlap
-from nnunet_subfore.data.near_duplicates import NEAR_THRESHOLD, best_ncc, image_descriptor, match_kind, near_score
+from nnunet_subfore.data.near_duplicates import NEAR_THRESHOLD, best_ncc, image_descriptor, match_kind, near_score, unsearchable_cases
 from nnunet_subfore.data.phantoms import make_phantom, to_sitk, write_labelled_dataset
 
 #: 48 slices of 5 mm, 128 x 128 at 1.5 mm: 240 x 192 x 192 mm, large enough for the descriptor's minimum extent
@@ -62,6 +62,13 @@ def test_unrelated_phantoms_of_the_same_region_score_below_it(source, copies):
         other = image_descriptor(_phantom(seed))
         assert near_score(other, reference) < NEAR_THRESHOLD, seed
         assert near_score(image_descriptor(copies["crop"]), other) < NEAR_THRESHOLD, seed
+
+
+def test_a_case_is_unsearchable_only_when_none_of_its_images_is_large_enough(source):
+    large = image_descriptor(source)
+    small = image_descriptor(source[:32, :32, :])  # 48 mm in-plane: under the minimum extent
+    cases = {"both": [small, large], "small": [small], "unread": [None], "mixed": [None, large]}
+    assert unsearchable_cases(cases) == ["small", "unread"]
 
 
 def test_ncc_finds_the_template_where_it_was_cut():
