@@ -198,6 +198,9 @@ def parse_args(argv=None):
                    help="fine-tuning epochs of 12 iterations for every arm (default: the demo trainers' 25); "
                         "results in WORKDIR/le_ft<N>")
     p.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    p.add_argument("--results-tag", default="",
+                   help="suffix of the copies in benchmarks/results (e.g. _seeds678), so that a run in another work "
+                        "folder does not replace the committed tables of an earlier one")
     p.add_argument("--quick", action="store_true", help="plumbing: 6 pretraining cases, 2 epochs, one seed, 1 label")
     args = p.parse_args(argv)
     if args.quick:
@@ -218,7 +221,7 @@ def main(argv=None) -> int:
         arms[name] = checkpoints[kind] if recipe == "full" else bench.encoder_only(kind, checkpoints[kind])
     out = bench.label_efficiency(arms, heldout)
     results = HERE / "results"
-    tag = ("_quick" if args.quick else "") + (f"_ft{args.finetune_epochs}" if args.finetune_epochs else "")
+    tag = ("_quick" if args.quick else "") + (f"_ft{args.finetune_epochs}" if args.finetune_epochs else "") + args.results_tag
     for suffix in ("md", "csv", "json", "png"):
         source = out / f"label_efficiency.{suffix}"
         if source.is_file():
