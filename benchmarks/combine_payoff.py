@@ -2,7 +2,7 @@
 """Pool label-efficiency tables of runs that used different seeds into one table.
 
     python benchmarks/combine_payoff.py results/pretraining_payoff_ft80.csv results/pretraining_payoff_ft80_seeds345.csv \
-        -o results/pretraining_payoff_ft80_pooled.md
+        -o results/pretraining_payoff_ft80_pooled.md --versus fg-encoder random-encoder
 
 Each CSV is what ``nnunet-subfore label-efficiency`` writes (a ``dice_seed_N`` column per seed). A run is paired
 with scratch *of the same CSV* only (each work folder pretrained its own checkpoints; CPU pretraining is not
@@ -17,7 +17,7 @@ import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Tuple
 
 from nnunet_subfore.reporting.label_efficiency_report import paired_difference
 
@@ -41,7 +41,7 @@ def read(paths) -> Dict[Tuple[str, int], Dict[int, float]]:
     return dice
 
 
-def table(dice: Dict[Tuple[str, int], Dict[int, float]], sources) -> str:
+def table(dice: Dict[Tuple[str, int], Dict[int, float]], sources, versus: Sequence[Tuple[str, str]] = ()) -> str:
     lines = ["| arm | labelled cases | seeds | Dice (%) mean | difference to scratch (points) | 95% interval | wins | reading |",
              "|---|---:|---:|---:|---:|---|---:|---|"]
     for (arm, labels) in sorted(dice, key=lambda k: (k[0] != SCRATCH, k[0], k[1])):
@@ -54,6 +54,12 @@ def table(dice: Dict[Tuple[str, int], Dict[int, float]], sources) -> str:
         interval = f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n >= 2 else ""
         lines.append(f"| {arm} | {labels} | {d.n} | {mean:.1f} | {100 * d.mean:+.1f} | {interval} | {d.wins}/{d.n} "
                      f"| {d.reading} |")
+    for first, second in versus:
+        for labels in sorted({n for (arm, n) in dice if arm == first}):
+            d = paired_difference(dice[(first, labels)], dice.get((second, labels), {}))
+            interval = f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n >= 2 else ""
+            lines.append(f"| {first} minus {second} | {labels} | {d.n} |  | {100 * d.mean:+.1f} | {interval} "
+                         f"| {d.wins}/{d.n} | {d.reading.replace('scratch', second)} |")
     head = ["## Pooled label efficiency", "",
             "Runs pooled (each arm paired with scratch of its own run, seeds distinct): "
             + ", ".join(f"`{Path(p).name}`" for p in sources) + ".", ""]
@@ -64,8 +70,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", nargs="+", type=Path)
     p.add_argument("-o", "--output", type=Path, help="Markdown file (default: print only)")
+    p.add_argument("--versus", nargs=2, action="append", default=[], metavar=("ARM", "OTHER"),
+                   help="also the paired difference ARM minus OTHER (same seeds), e.g. fg-encoder random-encoder")
     args = p.parse_args(argv)
-    text = table(read(args.csv), args.csv)
+    text = table(read(args.csv), args.csv, [tuple(v) for v in args.versus])
     if args.output:
         args.output.write_text(text)
     print(text)
