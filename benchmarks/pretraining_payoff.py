@@ -5,6 +5,8 @@
     python benchmarks/pretraining_payoff.py --seeds 0            # one seed first; rerun with more to extend
     python benchmarks/pretraining_payoff.py --quick              # plumbing: tiny runs, one seed
     python benchmarks/pretraining_payoff.py --finetune-epochs 80 # lever: 960 fine-tuning iterations (own folder)
+    python benchmarks/pretraining_payoff.py --finetune-epochs 80 --arms fg160-encoder fg-r90-encoder
+                                                                 # levers: pretraining length, masking ratio
 
 Everything goes through nnU-Net's and nnunet-subfore's own commands (subprocesses), in ``--workdir``:
 
@@ -24,6 +26,11 @@ Everything goes through nnU-Net's and nnunet-subfore's own commands (subprocesse
    cases evaluated by nnU-Net's own validation; the table (paired difference to scratch with a 95 % t-interval,
    wins out of seeds) and the plot land in ``WORKDIR/le`` and are copied to ``benchmarks/results/``.
 
+Besides the named arms (``ARMS``), an arm name can ask for a pretraining variant, paired with the same scratch:
+``fg160-encoder`` pretrains 160 x 16 iterations instead of ``--pretrain-epochs`` (its own results folder,
+``WORKDIR/pretrain_fg160``), ``fg-r90-encoder`` masks with ratio 0.90 (its own plans, ``SubForePayoffTinyCNN_r90``,
+same preprocessed data); both combine (``random160-r90-full``).
+
 Every step is skipped when its output exists, so the script resumes after a kill and a rerun with more
 ``--seeds`` or ``--labels`` extends the experiment (label-efficiency skips finished runs).
 """
@@ -33,11 +40,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -64,6 +72,37 @@ ARMS = {
     "fg-encoder-warmup": ("fg", "encoder-only", WARMUP),  # nnU-Net master's PretrainedTrainer recipe
 }
 DEFAULT_ARMS = ("fg-full", "random-full", "fg-encoder")
+#: a pretraining variant in an arm name: masking kind, optional length (epochs of 16 iterations), optional ratio
+#: in percent (label-efficiency's arm names are letters, digits, '_' and '-')
+VARIANT_ARM = re.compile(r"^(?P<kind>fg|random)(?P<epochs>[1-9][0-9]*)?(?:-r(?P<ratio>[1-9][0-9]?|100))?"
+                         r"-(?P<recipe>encoder|full)$")
+
+
+class Pretraining(NamedTuple):
+    """One pretraining run: masking kind (``fg`` / ``random``), length and ratio (None: the benchmark's default)."""
+
+    kind: str
+    epochs: Optional[int] = None
+    ratio: Optional[int] = None  # percent
+
+    @property
+    def name(self) -> str:
+        return self.kind + (str(self.epochs) if self.epochs else "") + (f"-r{self.ratio}" if self.ratio else "")
+
+
+def arm_recipe(name: str) -> Tuple[Pretraining, str, str]:
+    """``(pretraining, transfer recipe, fine-tuning trainer)`` of an arm: a named one or a variant name."""
+    if name in ARMS:
+        kind, recipe, trainer = ARMS[name]
+        return Pretraining(kind), recipe, trainer
+    match = VARIANT_ARM.match(name)
+    if match is None:
+        raise ValueError(f"unknown arm {name!r}: one of {', '.join(sorted(ARMS))}, or a variant such as "
+                         "fg160-encoder (160 pretraining epochs) or fg-r90-encoder (masking ratio 0.90)")
+    epochs = int(match["epochs"]) if match["epochs"] else None
+    ratio = int(match["ratio"]) if match["ratio"] else None
+    recipe = "encoder-only" if match["recipe"] == "encoder" else "full"
+    return Pretraining(match["kind"], epochs, ratio), recipe, FINETUNER
 
 
 def log(message: str) -> None:
@@ -127,25 +166,39 @@ class Bench:
                                              "-c", "3d_fullres", "-np", str(self.args.threads)])
 
     # 3. pretraining ------------------------------------------------------------------------------------
-    def pretrain(self, kind: str) -> Path:
-        trainer = PRETRAINERS[kind]
-        folder = trainer_output_folder(self.folder("nnUNet_results"), dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME),
-                                       trainer, PLANS, "3d_fullres") / "fold_0"
+    def ratio_plans(self, ratio: int) -> str:
+        """A copy of the tiny-CNN plans with masking ratio ``ratio`` percent (same data identifier: no preprocessing)."""
+        name = f"{PLANS}_r{ratio}"
+        if not (self.folder("nnUNet_preprocessed") / dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME)
+                / f"{name}.json").is_file():
+            self.run(f"plans_{name}", ["nnunet-subfore", "plans", "-d", str(PRETRAIN_ID), "--tiny-cnn",
+                                       "--subvolume-size", str(self.args.subvolume), "--ratio", str(ratio / 100),
+                                       "--plans-name", name])
+        return name
+
+    def pretrain(self, variant: Pretraining) -> Path:
+        trainer = PRETRAINERS[variant.kind]
+        plans = self.ratio_plans(variant.ratio) if variant.ratio else PLANS
+        # a longer run of the same trainer and plans needs its own results folder
+        results = self.work / f"pretrain_{variant.name}" / "nnUNet_results" if variant.epochs else \
+            self.folder("nnUNet_results")
+        folder = trainer_output_folder(results, dataset_folder_name(PRETRAIN_ID, PRETRAIN_NAME),
+                                       trainer, plans, "3d_fullres") / "fold_0"
         checkpoint = folder / "checkpoint_final.pth"
         if not checkpoint.is_file():
-            env = {"SUBFORE_BENCH_EPOCHS": str(self.args.pretrain_epochs), "SUBFORE_BENCH_ITERS": "16",
-                   "SUBFORE_BENCH_SEED": "0"}
-            self.run(f"pretrain_{kind}", ["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr", trainer,
-                                          "-p", PLANS, "-device", "cpu"] + (["--c"] if folder.is_dir() else []),
-                     training=True, env=env)
+            env = {"SUBFORE_BENCH_EPOCHS": str(variant.epochs or self.args.pretrain_epochs),
+                   "SUBFORE_BENCH_ITERS": "16", "SUBFORE_BENCH_SEED": "0", "nnUNet_results": str(results)}
+            self.run(f"pretrain_{variant.name}", ["nnUNetv2_train", str(PRETRAIN_ID), "3d_fullres", "0", "-tr",
+                                                  trainer, "-p", plans, "-device", "cpu"]
+                     + (["--c"] if folder.is_dir() else []), training=True, env=env)
         return checkpoint
 
     # 4. encoder-only checkpoints ------------------------------------------------------------------------
-    def encoder_only(self, kind: str, checkpoint: Path) -> Path:
-        out = self.work / "checkpoints" / f"{kind}_encoder_only.pth"
+    def encoder_only(self, variant: Pretraining, checkpoint: Path) -> Path:
+        out = self.work / "checkpoints" / f"{variant.name}_encoder_only.pth"
         if not out.is_file():
             plans = self.folder("nnUNet_preprocessed") / dataset_folder_name(LABELLED_ID, LABELLED_NAME) / f"{PLANS}.json"
-            self.run(f"encoder_only_{kind}", ["nnunet-subfore", "adapt-checkpoint", str(checkpoint), "--plans",
+            self.run(f"encoder_only_{variant.name}", ["nnunet-subfore", "adapt-checkpoint", str(checkpoint), "--plans",
                                                str(plans), "-c", "3d_fullres", "-tr", FINETUNER,
                                                "--num-input-channels", "1", "--encoder-only", "-o", str(out)])
         return out
@@ -162,8 +215,9 @@ class Bench:
                    "--heldout-cases", *heldout, "-o", str(out), "-device", "cpu"]
         for name, checkpoint in arms.items():
             command += ["--arm", f"{name}={checkpoint}"]
-            if ARMS[name][2] != FINETUNER:
-                command += ["--arm-trainer", f"{name}={trainer(ARMS[name][2])}"]
+            finetuner = arm_recipe(name)[2]
+            if finetuner != FINETUNER:
+                command += ["--arm-trainer", f"{name}={trainer(finetuner)}"]
         env = {"nnUNet_def_n_proc": "1", **({"SUBFORE_BENCH_EPOCHS": str(epochs)} if epochs else {})}
         self.run(out.name, command, env=env)
         return out
@@ -191,7 +245,9 @@ def parse_args(argv=None):
     p.add_argument("--shape", type=int, nargs=3, default=(64, 64, 64))
     p.add_argument("--subvolume", type=int, default=8, help="masking subvolume side at the 32^3 patch (paper: 16 at 96^3)")
     p.add_argument("--pretrain-epochs", type=int, default=40, help="x 16 iterations")
-    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=sorted(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS),
+                   help=f"named arms ({', '.join(sorted(ARMS))}) or pretraining variants such as fg160-encoder "
+                        "(160 pretraining epochs) and fg-r90-encoder (masking ratio 0.90); default: %(default)s")
     p.add_argument("--labels", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--finetune-epochs", type=int, default=None,
@@ -203,6 +259,11 @@ def parse_args(argv=None):
                         "folder does not replace the committed tables of an earlier one")
     p.add_argument("--quick", action="store_true", help="plumbing: 6 pretraining cases, 2 epochs, one seed, 1 label")
     args = p.parse_args(argv)
+    for name in args.arms:
+        try:
+            arm_recipe(name)
+        except ValueError as error:
+            p.error(str(error))
     if args.quick:
         args.pretrain_cases, args.pool, args.heldout, args.pretrain_epochs = 6, 2, 1, 2
         args.labels, args.seeds, args.workdir = [1], [0], args.workdir + "_quick"
@@ -214,11 +275,11 @@ def main(argv=None) -> int:
     bench = Bench(args)
     heldout = bench.make_data()
     bench.plan()
-    checkpoints = {kind: bench.pretrain(kind) for kind in sorted({ARMS[a][0] for a in args.arms})}
+    recipes = {name: arm_recipe(name) for name in args.arms}
+    checkpoints = {variant: bench.pretrain(variant) for variant in sorted({r[0] for r in recipes.values()}, key=lambda v: v.name)}
     arms = {}
-    for name in args.arms:
-        kind, recipe, _ = ARMS[name]
-        arms[name] = checkpoints[kind] if recipe == "full" else bench.encoder_only(kind, checkpoints[kind])
+    for name, (variant, recipe, _) in recipes.items():
+        arms[name] = checkpoints[variant] if recipe == "full" else bench.encoder_only(variant, checkpoints[variant])
     out = bench.label_efficiency(arms, heldout)
     results = HERE / "results"
     tag = ("_quick" if args.quick else "") + (f"_ft{args.finetune_epochs}" if args.finetune_epochs else "") + args.results_tag
