@@ -26,9 +26,6 @@ from typing import Dict, Sequence, Tuple
 from nnunet_subfore.label_efficiency_design import SCRATCH_ARM, Arm
 from nnunet_subfore.reporting.label_efficiency_report import LabelEfficiencyTable, TableRow, draw, paired_difference
 
-SCRATCH = "scratch"
-
-
 def read(paths) -> Dict[Tuple[str, int], Dict[int, float]]:
     """``{(arm, labelled cases): {seed: Dice}}`` over every file; a seed may come from one file only."""
     dice: Dict[Tuple[str, int], Dict[int, float]] = defaultdict(dict)
@@ -49,13 +46,13 @@ def read(paths) -> Dict[Tuple[str, int], Dict[int, float]]:
 def table(dice: Dict[Tuple[str, int], Dict[int, float]], sources, versus: Sequence[Tuple[str, str]] = ()) -> str:
     lines = ["| arm | labelled cases | seeds | Dice (%) mean | difference to scratch (points) | 95% interval | wins | reading |",
              "|---|---:|---:|---:|---:|---|---:|---|"]
-    for (arm, labels) in sorted(dice, key=lambda k: (k[0] != SCRATCH, k[0], k[1])):
+    for (arm, labels) in sorted(dice, key=lambda k: (k[0] != SCRATCH_ARM, k[0], k[1])):
         values = dice[(arm, labels)]
         mean = 100 * sum(values.values()) / len(values)
-        if arm == SCRATCH:
+        if arm == SCRATCH_ARM:
             lines.append(f"| {arm} | {labels} | {len(values)} | {mean:.1f} |  |  |  |  |")
             continue
-        d = paired_difference(values, dice.get((SCRATCH, labels), {}))
+        d = paired_difference(values, dice.get((SCRATCH_ARM, labels), {}))
         interval = f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]" if d.n >= 2 else ""
         lines.append(f"| {arm} | {labels} | {d.n} | {mean:.1f} | {100 * d.mean:+.1f} | {interval} | {d.wins}/{d.n} "
                      f"| {d.reading} |")
